@@ -1,0 +1,149 @@
+"""The ``streamrnn`` command line: ``run``, ``demo`` and ``broker start|stop|status``.
+
+Exit codes: 0 success (including a stop by SIGTERM/SIGINT), 1 runtime failure, 2 invalid
+usage or configuration (the message names the field and what is wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from streamrnn.config import ConfigError, Settings, load_settings
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DEFAULT_BROKER_DIR = Path("deploy/local-kafka/run/default")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``streamrnn`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler = {"run": _cmd_run, "demo": _cmd_demo, "broker": _cmd_broker}[args.command]
+    code: int = handler(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamrnn",
+        description="Forecast metric streams from Kafka with stateful GRUs and alert on anomalies.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon (consume, forecast, score, alert)")
+    _add_config_arg(run)
+
+    demo = sub.add_parser("demo", help="run the daemon on a synthetic stream and summarise alerts")
+    _add_config_arg(demo)
+    demo.add_argument(
+        "--bootstrap-servers",
+        help="use this broker instead of starting the local one",
+    )
+    demo.add_argument("--series", type=int, default=40, help="synthetic series (default 40)")
+    demo.add_argument("--points", type=int, default=600, help="points per series (default 600)")
+    demo.add_argument(
+        "--timeout", type=float, default=180.0, help="longest run of the daemon, seconds"
+    )
+    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic stream")
+
+    broker = sub.add_parser("broker", help="manage the local Apache Kafka broker (KRaft)")
+    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument(
+        "--dir",
+        type=Path,
+        default=DEFAULT_BROKER_DIR,
+        help=f"work directory of the broker (data, logs, PID); default {DEFAULT_BROKER_DIR}",
+    )
+    return parser
+
+
+def _add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="YAML config file (default: $STREAMRNN_CONFIG, else ./config.yaml, else built-in"
+        " defaults); STREAMRNN_* environment variables override it",
+    )
+
+
+def _load(args: argparse.Namespace) -> Settings | None:
+    try:
+        return load_settings(args.config)
+    except ConfigError as exc:
+        print(f"streamrnn: {exc}", file=sys.stderr)
+        return None
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_USAGE
+    from streamrnn.daemon import run_daemon
+    from streamrnn.logs import configure_logging
+
+    configure_logging(settings.logging.level, settings.logging.format)
+    return run_daemon(settings, _stop_on_signals())
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_USAGE
+    from streamrnn.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        bootstrap_servers=args.bootstrap_servers,
+        config_path=args.config,
+        series=args.series,
+        points=args.points,
+        timeout_s=args.timeout,
+        seed=args.seed,
+    )
+    return run_demo(settings, options)
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from streamrnn.local_broker import BrokerError, running_broker, start_broker, stop_broker
+
+    workdir: Path = args.dir.resolve()
+    try:
+        if args.action == "start":
+            broker = start_broker(workdir)
+            print(broker.bootstrap_servers)
+            return EXIT_OK
+        if args.action == "stop":
+            stopped = stop_broker(workdir)
+            print("stopped" if stopped else "not running")
+            return EXIT_OK
+        running = running_broker(workdir)
+        if running is None:
+            print("not running")
+            return EXIT_FAILURE
+        print(f"running pid={running.pid} bootstrap={running.bootstrap_servers}")
+        return EXIT_OK
+    except BrokerError as exc:
+        print(f"streamrnn broker: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""``streamrnn run``: the consume → decode → engine → alert → produce → commit loop.
+
+The order of one iteration matters and is this:
+
+1. poll a batch of messages from the input topics;
+2. decode each message; a bad one is logged with its reason and position and skipped;
+3. step every series in the batch through the engine (forecast, score, learn);
+4. produce the batch's alerts (and forecasts) keyed by series;
+5. wait until the broker has acknowledged every record of step 4;
+6. commit the input offsets of the batch.
+
+Because 6 follows 5, a crash can only cause a batch to be processed again, never an alert
+to be lost; alert ids are deterministic so subscribers can drop such repeats.
+
+On SIGTERM/SIGINT the loop finishes the batch in hand, waits for its acknowledgements,
+commits, leaves the group and returns 0.
+
+This module wires the Kafka layer to the engine; it does not touch torch itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
+from streamrnn.config import Settings
+from streamrnn.decode import DecodedMessage, Rejection, decode_message
+from streamrnn.engine.build import build_engine
+from streamrnn.engine.engine import Engine, EngineBatchResult
+from streamrnn.kafka.clients import make_consumer, make_producer
+from streamrnn.kafka.sink import AckedSink
+from streamrnn.kafka.source import BatchSource, position_of
+from streamrnn.logs import get_logger
+from streamrnn.records import (
+    AlertRecord,
+    ForecastRecord,
+    SourcePosition,
+    alert_id,
+    finite_or_none,
+    iso_time,
+)
+from streamrnn.scoring.alert_rule import SEVERITY_NAMES
+
+__all__ = ["DaemonStats", "run_daemon"]
+
+log = get_logger("daemon")
+
+#: Seconds between the periodic "progress" log lines.
+STATS_INTERVAL_S = 10.0
+#: Seconds the shutdown may wait for outstanding acknowledgements before giving up.
+SHUTDOWN_ACK_TIMEOUT_S = 20.0
+#: Two-sided 95 % interval half-width, in spreads.
+Z95 = 1.959964
+
+
+@dataclass
+class DaemonStats:
+    """Running totals since start, logged periodically and at exit."""
+
+    messages: int = 0
+    points: int = 0
+    alerts: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+
+    def as_log_fields(self) -> dict[str, object]:
+        """Flat fields for a log line."""
+        return {
+            "messages": self.messages,
+            "points": self.points,
+            "alerts": dict(self.alerts),
+            "rejected": dict(self.rejected),
+            "batches": self.batches,
+        }
+
+
+def run_daemon(settings: Settings, stop: threading.Event) -> int:
+    """Run until ``stop`` is set; returns the process exit code (0 after a clean stop)."""
+    engine = build_engine(settings)
+    producer = make_producer(settings)
+
+    def on_produce_error(topic: str, err: KafkaError) -> None:
+        log.warning("delivery failed, will retry", topic=topic, error=str(err))
+
+    sink = AckedSink(producer, on_produce_error)
+    source = BatchSource(
+        make_consumer(settings),
+        settings.topics.input,
+        on_error=lambda err: log.warning("consumer error", error=str(err), code=err.code()),
+        on_assign=lambda parts: log.info("partitions assigned", partitions=_names(parts)),
+        on_revoke=lambda parts: log.info("partitions revoked", partitions=_names(parts)),
+    )
+    stats = DaemonStats()
+    log.info(
+        "started",
+        input_topics=settings.topics.input,
+        alert_topic=settings.topics.alerts,
+        forecast_topic=settings.topics.forecasts,
+        group_id=settings.kafka.group_id,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        model_version=engine.model_version,
+    )
+    next_stats = time.monotonic() + STATS_INTERVAL_S
+    shutdown_deadline: float | None = None
+
+    def give_up() -> bool:
+        nonlocal shutdown_deadline
+        if not stop.is_set():
+            return False
+        if shutdown_deadline is None:
+            shutdown_deadline = time.monotonic() + SHUTDOWN_ACK_TIMEOUT_S
+        return time.monotonic() > shutdown_deadline
+
+    exit_code = 0
+    try:
+        while not stop.is_set():
+            messages = source.poll_batch(
+                settings.consume.batch_max_messages, settings.consume.poll_timeout_s
+            )
+            if messages:
+                _handle_batch(settings, engine, sink, messages, stats)
+                if not sink.wait_acked(give_up):
+                    log.error("shutting down with unacknowledged records; offsets not committed")
+                    exit_code = 1
+                    break
+                try:
+                    source.commit(messages)
+                except KafkaException as exc:
+                    # E.g. the partitions were revoked meanwhile: the batch is re-read by their
+                    # new owner, and its alerts repeat with the same ids.
+                    log.warning("offset commit failed", error=str(exc))
+            if time.monotonic() >= next_stats:
+                log.info("progress", live_series=len(engine.table), **stats.as_log_fields())
+                next_stats = time.monotonic() + STATS_INTERVAL_S
+    finally:
+        source.close()
+        producer.flush(5.0)
+        log.info("stopped", live_series=len(engine.table), **stats.as_log_fields())
+    return exit_code
+
+
+def _handle_batch(
+    settings: Settings,
+    engine: Engine,
+    sink: AckedSink,
+    messages: Sequence[Message],
+    stats: DaemonStats,
+) -> None:
+    """Decode, process and produce the records of one batch (not yet acknowledged)."""
+    decoded: list[DecodedMessage] = []
+    origins: list[Message] = []
+    max_bytes = settings.consume.max_message_bytes
+    for msg in messages:
+        result = decode_message(msg.value(), max_bytes)
+        if isinstance(result, Rejection):
+            _log_rejection(result, msg, stats)
+        else:
+            decoded.append(result)
+            origins.append(msg)
+    stats.messages += len(messages)
+    stats.batches += 1
+    if not decoded:
+        return
+    batch = engine.process(decoded)
+    for index, rejection in batch.rejections:
+        _log_rejection(rejection, origins[index], stats)
+    stats.points += len(batch)
+    _produce_alerts(settings, engine, sink, batch, decoded, origins, stats)
+    if settings.topics.forecasts:
+        _produce_forecasts(settings.topics.forecasts, engine, sink, batch, decoded)
+
+
+def _produce_alerts(
+    settings: Settings,
+    engine: Engine,
+    sink: AckedSink,
+    batch: EngineBatchResult,
+    decoded: Sequence[DecodedMessage],
+    origins: Sequence[Message],
+    stats: DaemonStats,
+) -> None:
+    rule = engine.rule
+    for i in np.flatnonzero(batch.severity > 0):
+        message_index = int(batch.message_index[i])
+        msg = origins[message_index]
+        series = decoded[message_index].series
+        severity = int(batch.severity[i])
+        ts, value, forecast = float(batch.ts[i]), float(batch.value[i]), float(batch.forecast[i])
+        alert = AlertRecord(
+            alert_id=alert_id(series, ts, rule.name),
+            series=series,
+            labels=engine.table.labels_of(int(batch.slot[i])) or {},
+            ts=ts,
+            time=iso_time(ts),
+            value=value,
+            forecast=forecast,
+            residual=value - forecast,
+            spread=float(batch.spread[i]),
+            score=float(batch.score[i]),
+            threshold=rule.threshold_of(severity),
+            severity=SEVERITY_NAMES[severity],
+            rule=rule.name,
+            model_version=engine.model_version,
+            source=SourcePosition(*position_of(msg)),
+        )
+        sink.send(settings.topics.alerts, series.encode(), alert.encode())
+        stats.alerts[alert.severity] += 1
+        log.info(
+            "alert",
+            series=series,
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            ts=ts,
+            value=value,
+            forecast=forecast,
+            score=alert.score,
+            severity=alert.severity,
+            alert_id=alert.alert_id,
+        )
+
+
+def _produce_forecasts(
+    topic: str,
+    engine: Engine,
+    sink: AckedSink,
+    batch: EngineBatchResult,
+    decoded: Sequence[DecodedMessage],
+) -> None:
+    lower = batch.forecast - Z95 * batch.spread
+    upper = batch.forecast + Z95 * batch.spread
+    for i in range(len(batch)):
+        series = decoded[int(batch.message_index[i])].series
+        record = ForecastRecord(
+            series=series,
+            ts=float(batch.ts[i]),
+            value=float(batch.value[i]),
+            forecast=finite_or_none(float(batch.forecast[i])),
+            lower=finite_or_none(float(lower[i])),
+            upper=finite_or_none(float(upper[i])),
+            score=float(batch.score[i]),
+            model_version=engine.model_version,
+        )
+        sink.send(topic, series.encode(), record.encode())
+
+
+def _log_rejection(rejection: Rejection, msg: Message, stats: DaemonStats) -> None:
+    stats.rejected[rejection.reason] += 1
+    log.warning(
+        "message rejected",
+        reason=rejection.reason,
+        detail=rejection.detail,
+        series=rejection.series,
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+    )
+
+
+def _names(parts: list[TopicPartition]) -> list[str]:
+    return [f"{p.topic}[{p.partition}]" for p in parts]

@@ -1,0 +1,161 @@
+"""Decode metric-point messages into plain Python values, or say exactly why not.
+
+Two message forms are accepted (see README, "Input schema"):
+
+* a single point: ``{"series": "web-1.cpu", "ts": 1700000000.5, "value": 0.42, "labels": {...}}``
+* a window of points of one series:
+  ``{"series": "...", "points": [[ts, value], ...], "labels": {...}}``
+
+``ts`` is epoch seconds (int or float) or an ISO-8601 string (``Z`` or an offset; a naive
+time is taken as UTC). ``labels`` is optional: a flat mapping of strings, passed through to
+alerts. Extra top-level keys are ignored.
+
+A message that cannot be used whole is rejected whole, with a :class:`Rejection` that names a
+machine-readable ``reason`` and a human ``detail``; nothing here raises on bad input. This
+module knows nothing of Kafka or torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+__all__ = ["DecodedMessage", "Rejection", "decode_message", "parse_timestamp"]
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedMessage:
+    """The points of one message: one series, timestamps in epoch seconds, float values."""
+
+    series: str
+    ts: list[float]
+    values: list[float]
+    labels: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message (or a point) was not used.
+
+    ``reason`` is one of a fixed set of codes (``oversized``, ``not_json``, ``not_object``,
+    ``missing_field``, ``bad_series``, ``bad_timestamp``, ``non_numeric_value``,
+    ``non_finite_value``, ``bad_labels``, ``bad_points``, ``out_of_order``,
+    ``duplicate_timestamp``, ``series_limit``) so it can be counted and routed;
+    ``detail`` says what exactly was wrong.
+    """
+
+    reason: str
+    detail: str
+    series: str | None = None
+
+
+#: Longest series name accepted, in characters.
+MAX_SERIES_CHARS = 512
+
+
+def decode_message(raw: bytes | None, max_bytes: int) -> DecodedMessage | Rejection:
+    """Decode one message value; never raises on bad input."""
+    if raw is None:
+        return Rejection("not_json", "message has no value (tombstone)")
+    if len(raw) > max_bytes:
+        return Rejection("oversized", f"message is {len(raw)} bytes, limit is {max_bytes}")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejection("not_json", f"not valid JSON: {exc}")
+    if not isinstance(doc, dict):
+        return Rejection("not_object", f"expected a JSON object, got {type(doc).__name__}")
+
+    series = doc.get("series")
+    if series is None:
+        return Rejection("missing_field", "missing field 'series'")
+    if not isinstance(series, str) or not series or len(series) > MAX_SERIES_CHARS:
+        return Rejection(
+            "bad_series",
+            f"'series' must be a non-empty string of at most {MAX_SERIES_CHARS}"
+            f" characters, got {_preview(series)}",
+        )
+
+    labels = doc.get("labels")
+    if labels is not None and not (
+        isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())
+    ):
+        return Rejection("bad_labels", "'labels' must be a mapping of strings", series)
+
+    if "points" in doc:
+        return _decode_window(series, doc["points"], labels)
+
+    for field in ("ts", "value"):
+        if field not in doc:
+            return Rejection("missing_field", f"missing field '{field}'", series)
+    ts = parse_timestamp(doc["ts"])
+    if isinstance(ts, str):
+        return Rejection("bad_timestamp", ts, series)
+    value = _parse_value(doc["value"])
+    if isinstance(value, Rejection):
+        return Rejection(value.reason, value.detail, series)
+    return DecodedMessage(series, [ts], [value], labels)
+
+
+def _decode_window(
+    series: str, points: Any, labels: dict[str, str] | None
+) -> DecodedMessage | Rejection:
+    if not isinstance(points, list) or not points:
+        return Rejection("bad_points", "'points' must be a non-empty list of [ts, value]", series)
+    ts_out: list[float] = []
+    values_out: list[float] = []
+    for i, point in enumerate(points):
+        if not isinstance(point, list) or len(point) != 2:
+            return Rejection(
+                "bad_points",
+                f"points[{i}] must be a [ts, value] pair, got {_preview(point)}",
+                series,
+            )
+        ts = parse_timestamp(point[0])
+        if isinstance(ts, str):
+            return Rejection("bad_timestamp", f"points[{i}]: {ts}", series)
+        value = _parse_value(point[1])
+        if isinstance(value, Rejection):
+            return Rejection(value.reason, f"points[{i}]: {value.detail}", series)
+        ts_out.append(ts)
+        values_out.append(value)
+    return DecodedMessage(series, ts_out, values_out, labels)
+
+
+def parse_timestamp(ts: Any) -> float | str:
+    """Epoch seconds from a number or an ISO-8601 string; an error message (str) if neither."""
+    if isinstance(ts, bool):
+        return f"'ts' must be epoch seconds or ISO-8601, got {_preview(ts)}"
+    if isinstance(ts, int | float):
+        seconds = float(ts)
+    elif isinstance(ts, str):
+        try:
+            parsed = datetime.fromisoformat(ts)
+        except ValueError:
+            return f"'ts' is not epoch seconds or ISO-8601: {_preview(ts)}"
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        seconds = parsed.timestamp()
+    else:
+        return f"'ts' must be epoch seconds or ISO-8601, got {_preview(ts)}"
+    if not math.isfinite(seconds):
+        return f"'ts' is not finite: {_preview(ts)}"
+    return seconds
+
+
+def _parse_value(value: Any) -> float | Rejection:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return Rejection("non_numeric_value", f"'value' must be a number, got {_preview(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        return Rejection("non_finite_value", f"'value' is not finite: {number}")
+    return number
+
+
+def _preview(obj: Any, limit: int = 60) -> str:
+    text = repr(obj)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,102 @@
+"""Per-series state, stored column-wise: one row ("slot") per live series.
+
+Every stage that keeps state per series (normaliser, hidden state, scorer) declares a column
+here; a batch of points is then processed by gathering the rows of the series present,
+computing on whole arrays and scattering the results back. Columns grow by doubling up to
+``max_series`` rows.
+
+Knows nothing of Kafka or torch (hidden states are stored as numpy arrays).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["SeriesTable"]
+
+IntArray = npt.NDArray[np.int64]
+
+_INITIAL_CAPACITY = 1024
+
+
+class SeriesTable:
+    """Maps series names to slots and holds named per-slot columns."""
+
+    def __init__(self, max_series: int) -> None:
+        self.max_series = max_series
+        self._slots: dict[str, int] = {}
+        self._names: list[str] = []
+        self._labels: list[dict[str, str] | None] = []
+        self._capacity = min(_INITIAL_CAPACITY, max_series)
+        self._columns: dict[str, np.ndarray[Any, Any]] = {}
+        self._fill: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, series: str) -> bool:
+        return series in self._slots
+
+    def add_column(
+        self, name: str, shape: tuple[int, ...] = (), dtype: Any = np.float64, fill: float = 0.0
+    ) -> np.ndarray[Any, Any]:
+        """Declare a column with per-row ``shape``; new rows start at ``fill``."""
+        if name in self._columns:
+            raise ValueError(f"column {name!r} already exists")
+        self._columns[name] = np.full((self._capacity, *shape), fill, dtype=dtype)
+        self._fill[name] = fill
+        return self._columns[name]
+
+    def column(self, name: str) -> np.ndarray[Any, Any]:
+        """The live array of a column (rows beyond ``len(self)`` are unused)."""
+        return self._columns[name]
+
+    def name_of(self, slot: int) -> str:
+        """The series stored in ``slot``."""
+        return self._names[slot]
+
+    def labels_of(self, slot: int) -> dict[str, str] | None:
+        """The latest labels seen for the series in ``slot``."""
+        return self._labels[slot]
+
+    def slot_of(self, series: str) -> int | None:
+        """The slot of a live series, or None."""
+        return self._slots.get(series)
+
+    def resolve(self, names: Sequence[str], labels: Sequence[dict[str, str] | None]) -> IntArray:
+        """Slots for ``names``, adding new series while there is room; -1 where there is none.
+
+        ``labels[i]``, when not None, replaces the stored labels of ``names[i]``.
+        """
+        out = np.empty(len(names), dtype=np.int64)
+        for i, name in enumerate(names):
+            slot = self._slots.get(name)
+            if slot is None:
+                if len(self._names) >= self.max_series:
+                    out[i] = -1
+                    continue
+                slot = self._add(name)
+            if labels[i] is not None:
+                self._labels[slot] = labels[i]
+            out[i] = slot
+        return out
+
+    def _add(self, name: str) -> int:
+        slot = len(self._names)
+        if slot >= self._capacity:
+            self._grow(min(self._capacity * 2, self.max_series))
+        self._slots[name] = slot
+        self._names.append(name)
+        self._labels.append(None)
+        return slot
+
+    def _grow(self, capacity: int) -> None:
+        for name, old in self._columns.items():
+            new = np.full((capacity, *old.shape[1:]), self._fill[name], dtype=old.dtype)
+            new[: self._capacity] = old
+            self._columns[name] = new
+        self._capacity = capacity

@@ -1,0 +1,81 @@
+"""Build confluent-kafka clients from the configuration, and create topics.
+
+Every librdkafka setting under ``kafka.client`` goes to every client verbatim
+(``security.protocol``, ``sasl.*``, ``ssl.*``...), then the role's own block
+(``kafka.consumer`` or ``kafka.producer``); the keys the daemon manages itself
+(bootstrap servers, group id, auto commit) are set last. Knows nothing of torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from streamrnn.config import LibrdkafkaValue, Settings
+
+__all__ = ["client_config", "create_topics", "make_admin", "make_consumer", "make_producer"]
+
+Role = Literal["consumer", "producer", "admin"]
+
+
+def client_config(settings: Settings, role: Role) -> dict[str, LibrdkafkaValue]:
+    """librdkafka settings for one client role; see the module docstring for the order."""
+    conf: dict[str, LibrdkafkaValue] = {"bootstrap.servers": settings.kafka.bootstrap_servers}
+    conf.update(settings.kafka.client)
+    if role == "consumer":
+        conf.update(settings.kafka.consumer)
+        conf["group.id"] = settings.kafka.group_id
+        # Offsets are committed by the daemon only after the batch's alerts are acknowledged.
+        conf["enable.auto.commit"] = False
+        conf["enable.auto.offset.store"] = False
+    elif role == "producer":
+        conf.update(settings.kafka.producer)
+    return conf
+
+
+def make_consumer(settings: Settings) -> Consumer:
+    """A consumer in the configured group (not yet subscribed)."""
+    return Consumer(client_config(settings, "consumer"))
+
+
+def make_producer(settings: Settings) -> Producer:
+    """A producer for alerts and forecasts."""
+    return Producer(client_config(settings, "producer"))
+
+
+def make_admin(settings: Settings) -> AdminClient:
+    """An admin client (topic creation, offset queries)."""
+    return AdminClient(client_config(settings, "admin"))
+
+
+def create_topics(
+    admin: AdminClient,
+    topics: Iterable[str],
+    partitions: int = 1,
+    replication_factor: int = 1,
+    timeout_s: float = 30.0,
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    wanted = [t for t in dict.fromkeys(topics) if t not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
+            for t in wanted
+        ],
+        operation_timeout=timeout_s,
+    )
+    created = []
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+            created.append(topic)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise
+    return created
