@@ -15,16 +15,26 @@ This module knows nothing of Kafka clients or torch: it only validates values.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -34,6 +44,7 @@ __all__ = [
     "KafkaConfig",
     "LoggingConfig",
     "ModelConfig",
+    "ModelGroupConfig",
     "ScoringConfig",
     "SeriesConfig",
     "Settings",
@@ -45,6 +56,23 @@ __all__ = [
 CONFIG_ENV_VAR = "STREAMRNN_CONFIG"
 
 LibrdkafkaValue = str | int | float | bool
+
+
+#: librdkafka keys the daemon sets itself.
+MANAGED_KEYS = frozenset({"bootstrap.servers", "group.id", "enable.auto.commit"})
+#: Consumer settings that apply unless the config overrides them one by one.
+DEFAULT_CONSUMER: dict[str, LibrdkafkaValue] = {
+    "auto.offset.reset": "earliest",
+    # The 1000 ms default caps consumption throughput.
+    "fetch.queue.backoff.ms": 5,
+    "partition.assignment.strategy": "cooperative-sticky",
+}
+#: Producer settings that apply unless the config overrides them one by one.
+DEFAULT_PRODUCER: dict[str, LibrdkafkaValue] = {
+    "linger.ms": 5,
+    "compression.type": "lz4",
+    "enable.idempotence": True,
+}
 
 
 class _Section(BaseModel):
@@ -59,35 +87,28 @@ class KafkaConfig(_Section):
     #: librdkafka settings given to every client (consumer, producer, admin), verbatim:
     #: ``security.protocol``, ``sasl.mechanism``, ``sasl.username``, ``ssl.ca.location``, ...
     client: dict[str, LibrdkafkaValue] = Field(default_factory=dict)
-    #: librdkafka settings for the consumer only (on top of ``client``).
-    consumer: dict[str, LibrdkafkaValue] = Field(
-        default_factory=lambda: {  # type: ignore[arg-type]
-            "auto.offset.reset": "earliest",
-            "fetch.queue.backoff.ms": 5,
-            "partition.assignment.strategy": "cooperative-sticky",
-        }
-    )
-    #: librdkafka settings for the producer only (on top of ``client``).
-    producer: dict[str, LibrdkafkaValue] = Field(
-        default_factory=lambda: {  # type: ignore[arg-type]
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "enable.idempotence": True,
-        }
-    )
+    #: librdkafka settings for the consumer only (on top of ``client``), merged key by key
+    #: over :data:`DEFAULT_CONSUMER`.
+    consumer: dict[str, LibrdkafkaValue] = Field(default_factory=lambda: dict(DEFAULT_CONSUMER))
+    #: librdkafka settings for the producer only (on top of ``client``), merged key by key
+    #: over :data:`DEFAULT_PRODUCER`.
+    producer: dict[str, LibrdkafkaValue] = Field(default_factory=lambda: dict(DEFAULT_PRODUCER))
 
-    @model_validator(mode="after")
-    def _no_managed_keys(self) -> KafkaConfig:
-        managed = {"bootstrap.servers", "group.id", "enable.auto.commit"}
-        for block_name in ("client", "consumer", "producer"):
-            block: dict[str, LibrdkafkaValue] = getattr(self, block_name)
-            clash = managed.intersection(block)
-            if clash:
-                raise ValueError(
-                    f"kafka.{block_name} must not set {sorted(clash)}: use kafka.bootstrap_servers"
-                    " and kafka.group_id (the daemon manages offset commits itself)"
-                )
-        return self
+    @field_validator("client", "consumer", "producer")
+    @classmethod
+    def _no_managed_keys(
+        cls, block: dict[str, LibrdkafkaValue], info: ValidationInfo
+    ) -> dict[str, LibrdkafkaValue]:
+        clash = MANAGED_KEYS.intersection(block)
+        if clash:
+            raise ValueError(
+                f"must not set {sorted(clash)}: use kafka.bootstrap_servers and kafka.group_id"
+                " (the daemon commits offsets itself)"
+            )
+        defaults = {"consumer": DEFAULT_CONSUMER, "producer": DEFAULT_PRODUCER}.get(
+            str(info.field_name), {}
+        )
+        return {**defaults, **block}
 
 
 class TopicsConfig(_Section):
@@ -110,16 +131,45 @@ class ConsumeConfig(_Section):
     max_message_bytes: int = Field(1_048_576, ge=64)
 
 
+class ModelGroupConfig(_Section):
+    """A named model for the series whose names match ``pattern``."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    #: Shell-style pattern on the series name (``*``, ``?``, ``[abc]``), e.g. ``"*.cpu"``.
+    pattern: str = Field(min_length=1)
+    #: Trained artifact of this group; when absent the group uses the global model's weights.
+    artifact: Path | None = None
+
+
 class ModelConfig(_Section):
     """The recurrent forecaster."""
 
-    cell: Literal["gru"] = "gru"
+    #: Architecture of an untrained model and the default of ``streamrnn train``;
+    #: a loaded artifact brings its own.
+    cell: Literal["gru", "lstm"] = "gru"
     hidden_size: int = Field(64, ge=1, le=4096)
     num_layers: int = Field(1, ge=1, le=3)
-    #: Seed for the weights of an untrained model (no ``artifact``), so runs agree.
+    #: GRU-D decay of the hidden state by the gap before each point.
+    decay: bool = True
+    #: Feed the gap features (log gap ratio, log gap, gap flag) to the model.
+    time_delta_features: bool = True
+    #: Seed for the weights of an untrained model (no ``artifact``), so instances agree.
     seed: int = 0
+    #: Trained model artifact (``streamrnn train``) of the global model; null = untrained.
+    artifact: Path | None = None
+    #: Named model groups; a series uses the first whose pattern matches, else the global model.
+    groups: list[ModelGroupConfig] = Field(default_factory=list)
+    #: Points ahead forecast after each point and published to ``topics.forecasts`` (0 = off).
+    horizon_points: int = Field(0, ge=0, le=1000)
     #: torch intra-op threads for the consume loop.
     torch_threads: int = Field(1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _unique_groups(self) -> ModelConfig:
+        names = [g.name for g in self.groups]
+        if len(set(names)) != len(names) or "global" in names:
+            raise ValueError(f"model group names must be unique and not 'global', got {names}")
+        return self
 
 
 class ScoringConfig(_Section):
@@ -134,14 +184,13 @@ class ScoringConfig(_Section):
     #: Score at or above which the alert is critical.
     critical_threshold: float = Field(0.99999, gt=0, lt=1)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> ScoringConfig:
-        if self.critical_threshold < self.warning_threshold:
-            raise ValueError(
-                "critical_threshold must be >= warning_threshold "
-                f"(got {self.critical_threshold} < {self.warning_threshold})"
-            )
-        return self
+    @field_validator("critical_threshold")
+    @classmethod
+    def _ordered(cls, critical: float, info: ValidationInfo) -> float:
+        warning = info.data.get("warning_threshold")
+        if warning is not None and critical < warning:
+            raise ValueError(f"must be >= warning_threshold ({warning})")
+        return critical
 
 
 class SeriesConfig(_Section):
@@ -227,7 +276,8 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         try:
             document = yaml.safe_load(config_path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {config_path} is not valid YAML: {exc}") from exc
+            detail = " ".join(str(exc).split())
+            raise ConfigError(f"config file {config_path} is not valid YAML: {detail}") from exc
         if document is not None and not isinstance(document, dict):
             raise ConfigError(f"config file {config_path} must hold a mapping at the top level")
         settings_cls = type(
@@ -244,15 +294,49 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     except ValidationError as exc:
         source = f" (from {config_path} and STREAMRNN_* variables)" if config_path else ""
         raise ConfigError(_describe(exc) + source) from exc
+    except SettingsError as exc:
+        # A STREAMRNN_* variable that should hold a JSON list or map does not.
+        raise ConfigError(_describe_env_json_error(exc)) from exc
 
 
 def _describe(exc: ValidationError) -> str:
     """One message naming each invalid field as ``a.b.c`` with what is wrong with it."""
-    problems = []
+    problems: list[str] = []
     for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        problem = error["msg"]
-        if error["type"] != "extra_forbidden" and "input" in error:
-            problem += f", got {error['input']!r}"
-        problems.append(f"{field}: {problem}")
+        loc = [str(part) for part in error["loc"]]
+        if loc and loc[-1] in _UNION_TAGS:
+            loc = loc[:-1]  # one message per field, not one per member of a union type
+        field = ".".join(loc) or "(top level)"
+        problem = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        # Show scalar inputs only, and never librdkafka values (they may be credentials).
+        if (
+            error["type"] != "extra_forbidden"
+            and isinstance(value, str | int | float | bool)
+            and not field.startswith("kafka.")
+        ):
+            problem += f", got {value!r}"
+        line = f"{field}: {problem}"
+        if not any(p.startswith(f"{field}:") for p in problems):
+            problems.append(line)
     return "invalid config: " + "; ".join(problems)
+
+
+_UNION_TAGS = {"str", "int", "float", "bool"}
+
+
+def _describe_env_json_error(exc: SettingsError) -> str:
+    """Name the STREAMRNN_* variables whose JSON does not parse, as dotted fields."""
+    prefix = "STREAMRNN_"
+    bad = []
+    for name, value in sorted(os.environ.items()):
+        if not name.startswith(prefix) or value.lstrip()[:1] not in ("[", "{"):
+            continue
+        try:
+            json.loads(value)
+        except json.JSONDecodeError as err:
+            field = name.removeprefix(prefix).lower().replace("__", ".")
+            bad.append(f"{field}: {name} is not valid JSON ({err.msg} at char {err.pos})")
+    if not bad:
+        bad.append(" ".join(str(exc).split()))
+    return "invalid config: " + "; ".join(bad)

@@ -40,6 +40,7 @@ from streamrnn.logs import get_logger
 from streamrnn.records import (
     AlertRecord,
     ForecastRecord,
+    HorizonPoint,
     SourcePosition,
     alert_id,
     finite_or_none,
@@ -206,7 +207,7 @@ def _produce_alerts(
             threshold=rule.threshold_of(severity),
             severity=SEVERITY_NAMES[severity],
             rule=rule.name,
-            model_version=engine.model_version,
+            model_version=engine.groups[int(batch.group[i])].version,
             source=SourcePosition(*position_of(msg)),
         )
         sink.send(settings.topics.alerts, series.encode(), alert.encode())
@@ -235,8 +236,12 @@ def _produce_forecasts(
 ) -> None:
     lower = batch.forecast - Z95 * batch.spread
     upper = batch.forecast + Z95 * batch.spread
+    horizons = _horizon_by_slot(batch)
+    # The k-step forecast rides on the record of each series' last point in the batch.
+    last_of_slot = {int(slot): i for i, slot in enumerate(batch.slot)}
     for i in range(len(batch)):
         series = decoded[int(batch.message_index[i])].series
+        slot = int(batch.slot[i])
         record = ForecastRecord(
             series=series,
             ts=float(batch.ts[i]),
@@ -245,9 +250,30 @@ def _produce_forecasts(
             lower=finite_or_none(float(lower[i])),
             upper=finite_or_none(float(upper[i])),
             score=float(batch.score[i]),
-            model_version=engine.model_version,
+            model_version=engine.groups[int(batch.group[i])].version,
+            horizon=horizons.get(slot) if last_of_slot[slot] == i else None,
         )
         sink.send(topic, series.encode(), record.encode())
+
+
+def _horizon_by_slot(batch: EngineBatchResult) -> dict[int, list[HorizonPoint]]:
+    if batch.horizon is None or batch.horizon_slots is None:
+        return {}
+    h = batch.horizon
+    out = {}
+    for row, slot in enumerate(batch.horizon_slots):
+        if not np.isfinite(h.mean[row, 0]):
+            continue
+        out[int(slot)] = [
+            HorizonPoint(
+                ts=float(h.ts[row, j]),
+                forecast=float(h.mean[row, j]),
+                lower=float(h.mean[row, j] - Z95 * h.spread[row, j]),
+                upper=float(h.mean[row, j] + Z95 * h.spread[row, j]),
+            )
+            for j in range(h.ts.shape[1])
+        ]
+    return out
 
 
 def _log_rejection(rejection: Rejection, msg: Message, stats: DaemonStats) -> None:

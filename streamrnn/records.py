@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 
 import orjson
 
-__all__ = ["AlertRecord", "ForecastRecord", "SourcePosition", "alert_id", "iso_time"]
+__all__ = [
+    "AlertRecord",
+    "ForecastRecord",
+    "HorizonPoint",
+    "SourcePosition",
+    "alert_id",
+    "finite_or_none",
+    "iso_time",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,16 @@ class AlertRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class HorizonPoint:
+    """One step of a k-step forecast: expected time, mean and central 95 % interval."""
+
+    ts: float
+    forecast: float
+    lower: float
+    upper: float
+
+
+@dataclass(frozen=True, slots=True)
 class ForecastRecord:
     """The one-step-ahead forecast the model made for a point, and the point's score.
 
@@ -66,6 +84,9 @@ class ForecastRecord:
     upper: float | None
     score: float
     model_version: str
+    #: k-step forecast from this point on (``model.horizon_points``), on a series' last point
+    #: of a batch; None otherwise.
+    horizon: list[HorizonPoint] | None = None
 
     def encode(self) -> bytes:
         """The JSON value of the forecast message."""

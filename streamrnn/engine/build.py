@@ -4,33 +4,72 @@ from __future__ import annotations
 
 import torch
 
-from streamrnn.config import Settings
-from streamrnn.engine.engine import Engine
-from streamrnn.forecast.gru import GRUForecaster
+from streamrnn.config import ModelConfig, Settings
+from streamrnn.engine.engine import Engine, ModelGroup
+from streamrnn.forecast import artifact
+from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 from streamrnn.scoring.alert_rule import ThresholdRule
 from streamrnn.scoring.residual_tail import ResidualTailScorer
 
-__all__ = ["build_engine"]
+__all__ = ["build_engine", "untrained_model"]
+
+
+def untrained_model(config: ModelConfig) -> RecurrentForecaster:
+    """The configured architecture with weights drawn from ``config.seed`` (reproducible)."""
+    spec = ModelSpec(
+        cell=config.cell,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        decay=config.decay,
+        time_delta_features=config.time_delta_features,
+    )
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(config.seed)
+    try:
+        return RecurrentForecaster(spec)
+    finally:
+        torch.random.set_rng_state(generator_state)
 
 
 def build_engine(settings: Settings) -> Engine:
-    """An engine with the configured model, scorer and alert rule, and no series yet.
+    """An engine with the configured model groups, scorer and alert rule, and no series yet.
 
-    Without a trained artifact the model's weights come from ``model.seed``, so two
-    instances (or a run and its re-run) forecast identically.
+    The global model is the trained artifact ``model.artifact`` if given, else an untrained
+    model seeded by ``model.seed`` (so instances, and a run and its re-run, agree). A group
+    without an artifact of its own shares the global model's weights, with its own states.
+    The normaliser's weight comes from the global artifact when there is one, since the
+    model was trained on features normalised that way.
+
+    Raises:
+        artifact.ArtifactError: an artifact cannot be loaded.
     """
     torch.set_num_threads(settings.model.torch_threads)
     m = settings.model
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(m.seed)
-    model = GRUForecaster(hidden_size=m.hidden_size, num_layers=m.num_layers)
-    torch.random.set_rng_state(generator_state)
+    normaliser_alpha = settings.series.normaliser_alpha
+    if m.artifact is not None:
+        loaded = artifact.load(m.artifact)
+        global_model, global_version = loaded.model, loaded.version
+        normaliser_alpha = loaded.normaliser_alpha
+    else:
+        global_model = untrained_model(m)
+        global_version = (
+            f"untrained-{m.cell}-h{m.hidden_size}-l{m.num_layers}"
+            f"{'-decay' if m.decay else ''}-seed{m.seed}"
+        )
+    groups = []
+    for group in m.groups:
+        if group.artifact is not None:
+            loaded = artifact.load(group.artifact)
+            groups.append(ModelGroup(group.name, group.pattern, loaded.model, loaded.version))
+        else:
+            groups.append(ModelGroup(group.name, group.pattern, global_model, global_version))
+    groups.append(ModelGroup("global", None, global_model, global_version))
     s = settings.scoring
     return Engine(
-        model=model,
+        groups=groups,
         scorer=ResidualTailScorer(alpha=s.residual_alpha),
         rule=ThresholdRule(s.warmup_points, s.warning_threshold, s.critical_threshold),
         max_series=settings.series.max_series,
-        normaliser_alpha=settings.series.normaliser_alpha,
-        model_version=f"untrained-{m.cell}-h{m.hidden_size}-l{m.num_layers}-seed{m.seed}",
+        normaliser_alpha=normaliser_alpha,
+        horizon_points=m.horizon_points,
     )

@@ -7,9 +7,11 @@ One call of :meth:`Engine.process` handles one polled batch:
 3. lay the points out as a (K series × T points) grid, in arrival order per series;
 4. scan the grid column by column, vectorised over series, for the normaliser and time
    features (numpy);
-5. step all K series through the GRU in ONE torch call (gather hidden states, step,
-   scatter back) — the hidden state of each series persists from call to call;
-6. score the standardised residuals and apply the alert rule.
+5. step all K series through their model in ONE torch call per model group (gather
+   hidden states, step, scatter back) — the hidden state of each series persists from
+   call to call;
+6. score the standardised residuals and apply the alert rule;
+7. optionally roll each stepped series' model forward for a k-step forecast.
 
 The engine is the same whether points come from Kafka or from files; it knows nothing of
 Kafka. Its only torch use is the model step.
@@ -17,6 +19,7 @@ Kafka. Its only torch use is the model step.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,24 +29,30 @@ import torch
 
 from streamrnn.decode import DecodedMessage, Rejection
 from streamrnn.engine.series_table import SeriesTable
-from streamrnn.forecast.features import INPUT_SIZE, TIME_FEATURE_COUNT, time_features
-from streamrnn.forecast.gru import GRUForecaster
-from streamrnn.forecast.normaliser import ew_update, scale_of
+from streamrnn.forecast.features import FeatureState, scan
+from streamrnn.forecast.gru import RecurrentForecaster
+from streamrnn.forecast.multistep import Horizon, rollout
 from streamrnn.scoring.alert_rule import ThresholdRule
 from streamrnn.scoring.base import Scorer
 
-__all__ = ["Engine", "EngineBatchResult"]
+__all__ = ["Engine", "EngineBatchResult", "ModelGroup"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Int8Array = npt.NDArray[np.int8]
 
-#: Normalised inputs are clipped to this magnitude so one wild point cannot saturate the GRU.
-INPUT_CLIP = 20.0
 #: Points a series must have seen before its residuals are scored (and learned by the scorer).
 MIN_SEEN_TO_SCORE = 2
-#: Weight of the newest gap in a series' running mean log-interval.
-GAP_ALPHA = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ModelGroup:
+    """A model serving the series whose names match ``pattern`` (None: every other series)."""
+
+    name: str
+    pattern: str | None
+    model: RecurrentForecaster
+    version: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +71,11 @@ class EngineBatchResult:
     spread: FloatArray
     score: FloatArray
     severity: Int8Array
+    group: IntArray
     rejections: list[tuple[int, Rejection]]
+    #: k-step forecasts after the batch, one row per slot in ``horizon_slots`` (if enabled).
+    horizon: Horizon | None = None
+    horizon_slots: IntArray | None = None
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -73,33 +86,52 @@ class Engine:
 
     def __init__(
         self,
-        model: GRUForecaster,
+        groups: Sequence[ModelGroup],
         scorer: Scorer,
         rule: ThresholdRule,
         max_series: int,
         normaliser_alpha: float,
-        model_version: str,
+        horizon_points: int = 0,
     ) -> None:
-        self.model = model.eval()
+        if not groups or groups[-1].pattern is not None:
+            raise ValueError("the last model group must be the catch-all (pattern None)")
+        self.groups = list(groups)
+        for group in self.groups:
+            group.model.eval()
         self.scorer = scorer
         self.rule = rule
         self.normaliser_alpha = normaliser_alpha
-        self.model_version = model_version
+        self.horizon_points = horizon_points
         self.table = SeriesTable(max_series)
-        for name in ("value_mean", "value_var", "count", "last_ts", "last_value", "log_gap_mean"):
+        for name in FeatureState.column_names():
             self.table.add_column(name)
-        self.table.add_column("gap_count")
-        self.table.add_column(
-            "hidden", shape=(model.num_layers, model.hidden_size), dtype=np.float32
-        )
+        self.table.add_column("group", dtype=np.int64, fill=len(self.groups) - 1)
+        for group in self.groups:
+            spec = group.model.spec
+            self.table.add_column(
+                f"state.{group.name}", shape=(spec.state_rows, spec.hidden_size), dtype=np.float32
+            )
         scorer.bind(self.table)
 
+    @property
+    def model_version(self) -> str:
+        """The global model's version."""
+        return self.groups[-1].version
+
+    def group_of(self, series: str) -> ModelGroup:
+        """The model group that serves ``series``."""
+        for group in self.groups:
+            if group.pattern is None or fnmatch.fnmatchcase(series, group.pattern):
+                return group
+        raise AssertionError("unreachable: the last group matches everything")
+
     def hidden_state(self, series: str) -> npt.NDArray[np.float32] | None:
-        """A copy of a live series' hidden state, (L, H), or None if it is not live."""
+        """A copy of a live series' recurrent state, (S, H), or None if it is not live."""
         slot = self.table.slot_of(series)
         if slot is None:
             return None
-        return np.array(self.table.column("hidden")[slot], copy=True)
+        group = self.groups[int(self.table.column("group")[slot])]
+        return np.array(self.table.column(f"state.{group.name}")[slot], copy=True)
 
     def process(self, messages: Sequence[DecodedMessage]) -> EngineBatchResult:
         """Forecast, score and learn every point of ``messages`` (one polled batch)."""
@@ -195,77 +227,56 @@ class Engine:
         active = np.zeros((k, t_max), dtype=bool)
         grid_ts[row, col], grid_val[row, col], active[row, col] = ts, values, True
 
-        inputs = np.zeros((k, t_max, INPUT_SIZE), dtype=np.float32)
-        target = np.zeros((k, t_max, TIME_FEATURE_COUNT), dtype=np.float32)
-        scale = np.ones((k, t_max))
-        prev_value = np.zeros((k, t_max))
-        seen_before = np.zeros((k, t_max))
-
         tbl = self.table
-        mean, var, count = (tbl.column(c)[slots] for c in ("value_mean", "value_var", "count"))
-        last_ts, last_value = tbl.column("last_ts")[slots], tbl.column("last_value")[slots]
-        log_gap_mean, gap_count = tbl.column("log_gap_mean")[slots], tbl.column("gap_count")[slots]
-        for j in range(t_max):
-            a = active[:, j]
-            has_prev = count > 0
-            typical = np.where(gap_count > 0, np.exp(log_gap_mean), np.nan)
-            gap = np.where(has_prev, grid_ts[:, j] - last_ts, np.nan)
-            typical = np.where(np.isnan(typical), np.where(np.isnan(gap), 1.0, gap), typical)
-            gap = np.where(np.isnan(gap), typical, gap)
-            feats = time_features(grid_ts[:, j], gap, typical)
-            s = scale_of(mean, var)
-            z = np.where(has_prev, np.clip((grid_val[:, j] - mean) / s, -INPUT_CLIP, INPUT_CLIP), 0)
-            inputs[:, j, 0] = z
-            inputs[:, j, 1:] = feats
-            target[:, j] = feats
-            scale[:, j], prev_value[:, j], seen_before[:, j] = s, last_value, count
+        names = FeatureState.column_names()
+        state_before = FeatureState(*(tbl.column(name)[slots] for name in names))
+        grid, state_after = scan(state_before, grid_ts, grid_val, active, self.normaliser_alpha)
+        for name in names:
+            tbl.column(name)[slots] = getattr(state_after, name)
 
-            n_mean, n_var, n_count = ew_update(
-                mean, var, count, grid_val[:, j], self.normaliser_alpha
-            )
-            g_mean, _, g_count = ew_update(
-                log_gap_mean, np.zeros(k), gap_count, np.log(np.maximum(gap, 1e-6)), GAP_ALPHA
-            )
-            learn_gap = a & has_prev
-            log_gap_mean = np.where(learn_gap, g_mean, log_gap_mean)
-            gap_count = np.where(learn_gap, g_count, gap_count)
-            mean, var, count = (
-                np.where(a, new, old)
-                for new, old in ((n_mean, mean), (n_var, var), (n_count, count))
-            )
-            last_ts = np.where(a, grid_ts[:, j], last_ts)
-            last_value = np.where(a, grid_val[:, j], last_value)
-
-        hidden = tbl.column("hidden")
+        delta = np.zeros((k, t_max))
+        log_var = np.zeros((k, t_max))
+        series_group = tbl.column("group")[slots]
+        horizon = None
+        if self.horizon_points:
+            horizon = Horizon(*(np.full((k, self.horizon_points), np.nan) for _ in range(3)))
         with torch.inference_mode():
-            h0 = torch.from_numpy(np.ascontiguousarray(hidden[slots].transpose(1, 0, 2)))
-            out = self.model.step(
-                h0, torch.from_numpy(inputs), torch.from_numpy(target), torch.from_numpy(lengths)
-            )
-            hidden[slots] = out.h_next.numpy().transpose(1, 0, 2)
-            delta = out.delta_mean.double().numpy()
-            log_var = out.log_var.double().numpy()
+            for g in np.unique(series_group):
+                group = self.groups[int(g)]
+                rows = np.flatnonzero(series_group == g)
+                states = tbl.column(f"state.{group.name}")
+                # Gather: (K_g, S, H) rows -> (S, K_g, H) for the model.
+                state0 = torch.from_numpy(states[slots[rows]].transpose(1, 0, 2).copy())
+                out = group.model.step(
+                    state0,
+                    torch.from_numpy(grid.inputs[rows]),
+                    torch.from_numpy(grid.target[rows]),
+                    None if t_max == 1 else torch.from_numpy(lengths[rows]),
+                )
+                # Scatter the advanced states back.
+                states[slots[rows]] = out.state.numpy().transpose(1, 0, 2)
+                delta[rows] = out.delta_mean.numpy()
+                log_var[rows] = out.log_var.numpy()
+                if horizon is not None:
+                    ahead = rollout(
+                        group.model,
+                        out.state,
+                        FeatureState(*(getattr(state_after, n)[rows] for n in names)),
+                        self.horizon_points,
+                    )
+                    horizon.ts[rows], horizon.mean[rows] = ahead.ts, ahead.mean
+                    horizon.spread[rows] = ahead.spread
 
-        for name, arr in (
-            ("value_mean", mean),
-            ("value_var", var),
-            ("count", count),
-            ("last_ts", last_ts),
-            ("last_value", last_value),
-            ("log_gap_mean", log_gap_mean),
-            ("gap_count", gap_count),
-        ):
-            tbl.column(name)[slots] = arr
-
-        forecast = np.where(seen_before > 0, prev_value + scale * delta, np.nan)
-        spread = np.where(seen_before > 0, scale * np.exp(0.5 * log_var), np.nan)
+        seen = grid.seen_before
+        forecast = np.where(seen > 0, grid.prev_value + grid.scale * delta, np.nan)
+        spread = np.where(seen > 0, grid.scale * np.exp(0.5 * log_var), np.nan)
         # A residual is only meaningful once the normaliser has seen two points.
-        raw = np.where(seen_before >= MIN_SEEN_TO_SCORE, (grid_val - forecast) / spread, np.nan)
+        raw = np.where(seen >= MIN_SEEN_TO_SCORE, (grid_val - forecast) / spread, np.nan)
         scores = np.zeros((k, t_max))
         for j in range(t_max):
             a = active[:, j]
             scores[a, j] = self.scorer.score_and_learn(slots[a], raw[a, j])
-        reported, severity = self.rule.apply(scores, seen_before)
+        reported, severity = self.rule.apply(scores, seen)
 
         return EngineBatchResult(
             message_index=point_msg,
@@ -276,11 +287,14 @@ class Engine:
             spread=spread[row, col],
             score=reported[row, col],
             severity=severity[row, col],
+            group=series_group[row],
             rejections=rejections,
+            horizon=horizon,
+            horizon_slots=slots if horizon is not None else None,
         )
 
 
 def _empty_result(rejections: list[tuple[int, Rejection]]) -> EngineBatchResult:
     f = np.zeros(0)
     i = np.zeros(0, dtype=np.int64)
-    return EngineBatchResult(i, i, f, f, f, f, f, np.zeros(0, dtype=np.int8), rejections)
+    return EngineBatchResult(i, i, f, f, f, f, f, np.zeros(0, dtype=np.int8), i, rejections)

@@ -1,6 +1,6 @@
-"""Per-point input features of the forecaster, vectorised over series with numpy.
+"""Per-point features of the forecaster, computed by one scan shared by serving and training.
 
-The forecaster sees, for every point: its normalised value, and the point's *time features*:
+For every point the forecaster sees its normalised value and the point's *time features*:
 
 * ``log_gap_ratio``: log(gap / the series' typical interval). 0 for a regular point,
   positive after a gap, negative for a burst. Scale-free, so one model serves series
@@ -12,32 +12,57 @@ The forecaster sees, for every point: its normalised value, and the point's *tim
 The time features of the point to be forecast are also fed to the forecast head, so the
 forecast knows *when* the next point is (irregular intervals).
 
-Pure numpy; knows nothing of Kafka or torch.
+Treatment of special points (callers guarantee strictly increasing timestamps per series;
+the engine drops duplicate and out-of-order points before the scan, with a reason):
+
+* a series' first point: gap = 1 s nominal, typical interval = the gap, value input 0;
+  it is not forecast (no previous value) and does not update the typical interval;
+* a huge gap: ``log_gap_ratio`` is clipped to ±10, ``gap_flag`` is set.
+
+:func:`scan` walks a (K series × T points) grid column by column, vectorised over series,
+and advances the per-series :class:`FeatureState` (normaliser, typical interval, last point).
+The state is part of each series' state between calls. Pure numpy; knows nothing of Kafka or
+torch.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
+
 import numpy as np
 import numpy.typing as npt
+
+from streamrnn.forecast.normaliser import ew_update, scale_of
 
 __all__ = [
     "GAP_FACTOR",
     "INPUT_SIZE",
+    "TIME_DELTA_FEATURES",
     "TIME_FEATURES",
     "TIME_FEATURE_COUNT",
+    "FeatureGrid",
+    "FeatureState",
+    "scan",
     "time_features",
 ]
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S
 #: A gap longer than this many typical intervals sets ``gap_flag``.
 GAP_FACTOR = 3.0
+#: Normalised inputs are clipped to this magnitude so one wild point cannot saturate the model.
+INPUT_CLIP = 20.0
+#: Weight of the newest gap in a series' running mean log-interval.
+GAP_ALPHA = 0.05
 
 TIME_FEATURES = ("log_gap_ratio", "log_gap", "gap_flag", "tod_sin", "tod_cos", "dow_sin", "dow_cos")
 TIME_FEATURE_COUNT = len(TIME_FEATURES)
-#: GRU input per point: the normalised value, then the time features.
+#: The time features that describe the gap; a model without time-delta features zeroes them.
+TIME_DELTA_FEATURES = ("log_gap_ratio", "log_gap", "gap_flag")
+#: Model input per point: the normalised value, then the time features.
 INPUT_SIZE = 1 + TIME_FEATURE_COUNT
 
 
@@ -51,16 +76,115 @@ def time_features(ts_s: FloatArray, gap_s: FloatArray, typical_gap_s: FloatArray
     """
     gap = np.maximum(gap_s, 1e-6)
     typical = np.maximum(typical_gap_s, 1e-6)
-    log_ratio = np.log(gap / typical)
     out = np.empty((*np.shape(ts_s), TIME_FEATURE_COUNT), dtype=np.float64)
-    out[..., 0] = np.clip(log_ratio, -10.0, 10.0)
+    out[..., 0] = np.clip(np.log(gap / typical), -10.0, 10.0)
     out[..., 1] = np.log1p(gap) / 10.0
-    out[..., 2] = (gap > GAP_FACTOR * typical).astype(np.float64)
-    day_phase = 2 * np.pi * np.mod(ts_s, DAY_S) / DAY_S
+    out[..., 2] = gap > GAP_FACTOR * typical
+    day_phase = (2 * np.pi / DAY_S) * np.mod(ts_s, DAY_S)
     # 1970-01-01 was a Thursday; the phase only needs to be consistent, not Monday-based.
-    week_phase = 2 * np.pi * np.mod(ts_s, WEEK_S) / WEEK_S
+    week_phase = (2 * np.pi / WEEK_S) * np.mod(ts_s, WEEK_S)
     out[..., 3] = np.sin(day_phase)
     out[..., 4] = np.cos(day_phase)
     out[..., 5] = np.sin(week_phase)
     out[..., 6] = np.cos(week_phase)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureState:
+    """What the scan remembers per series, one array entry per series (K,).
+
+    ``value_mean``/``value_var``: the normaliser (EW mean and variance of values);
+    ``count``: points seen; ``last_ts`` (epoch s) and ``last_value`` of the latest point;
+    ``log_gap_mean``: EW mean of log(gap s), the typical interval being exp of it;
+    ``gap_count``: gaps seen.
+    """
+
+    value_mean: FloatArray
+    value_var: FloatArray
+    count: FloatArray
+    last_ts: FloatArray
+    last_value: FloatArray
+    log_gap_mean: FloatArray
+    gap_count: FloatArray
+
+    @classmethod
+    def empty(cls, k: int) -> FeatureState:
+        """The state of ``k`` series that have seen nothing."""
+        return cls(*(np.zeros(k) for _ in fields(cls)))
+
+    @classmethod
+    def column_names(cls) -> tuple[str, ...]:
+        """Names of the per-series arrays, for storing them column-wise."""
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureGrid:
+    """Scan output for a (K, T) grid of points.
+
+    ``inputs`` (K, T, INPUT_SIZE) float32: model input per point.
+    ``target`` (K, T, TIME_FEATURE_COUNT) float32: time features of each point, used to
+    forecast that point from the state before it.
+    ``scale`` (K, T): the normaliser's spread before each point (value units).
+    ``prev_value`` (K, T): the series' previous value (the persistence forecast).
+    ``seen_before`` (K, T): points the series had seen before this one.
+    """
+
+    inputs: npt.NDArray[np.float32]
+    target: npt.NDArray[np.float32]
+    scale: FloatArray
+    prev_value: FloatArray
+    seen_before: FloatArray
+
+
+def scan(
+    state: FeatureState,
+    ts: FloatArray,
+    values: FloatArray,
+    active: BoolArray,
+    normaliser_alpha: float,
+) -> tuple[FeatureGrid, FeatureState]:
+    """Features of every active point of a (K, T) grid, and the state after them.
+
+    Points of a row are in time order; inactive cells (padding) change nothing.
+    """
+    k, t_max = ts.shape
+    inputs = np.zeros((k, t_max, INPUT_SIZE), dtype=np.float32)
+    target = np.zeros((k, t_max, TIME_FEATURE_COUNT), dtype=np.float32)
+    scale = np.ones((k, t_max))
+    prev_value = np.zeros((k, t_max))
+    seen_before = np.zeros((k, t_max))
+    s = state
+    for j in range(t_max):
+        a = active[:, j]
+        has_prev = s.count > 0
+        has_gap = s.gap_count > 0
+        gap = np.where(has_prev, ts[:, j] - s.last_ts, 1.0)
+        typical = np.where(has_gap, np.exp(s.log_gap_mean), gap)
+        feats = time_features(ts[:, j], gap, typical)
+        spread = scale_of(s.value_mean, s.value_var)
+        z = (values[:, j] - s.value_mean) / spread
+        inputs[:, j, 0] = np.where(has_prev, np.clip(z, -INPUT_CLIP, INPUT_CLIP), 0.0)
+        inputs[:, j, 1:] = feats
+        target[:, j] = feats
+        scale[:, j], prev_value[:, j], seen_before[:, j] = spread, s.last_value, s.count
+
+        mean, var, count = ew_update(
+            s.value_mean, s.value_var, s.count, values[:, j], normaliser_alpha
+        )
+        g_mean, _, g_count = ew_update(
+            s.log_gap_mean, np.zeros(k), s.gap_count, np.log(np.maximum(gap, 1e-6)), GAP_ALPHA
+        )
+        learn_gap = a & has_prev
+        s = replace(
+            s,
+            value_mean=np.where(a, mean, s.value_mean),
+            value_var=np.where(a, var, s.value_var),
+            count=np.where(a, count, s.count),
+            last_ts=np.where(a, ts[:, j], s.last_ts),
+            last_value=np.where(a, values[:, j], s.last_value),
+            log_gap_mean=np.where(learn_gap, g_mean, s.log_gap_mean),
+            gap_count=np.where(learn_gap, g_count, s.gap_count),
+        )
+    return FeatureGrid(inputs, target, scale, prev_value, seen_before), s

@@ -1,0 +1,100 @@
+"""Versioned model artifacts: weights, architecture, feature spec and training metadata.
+
+An artifact is one file written with ``torch.save`` holding only plain values and tensors,
+and read back with ``torch.load(weights_only=True)`` (no pickled code runs on load). Its
+feature spec must equal the running code's, so a model is never fed features it was not
+trained on. Pure torch; knows nothing of Kafka.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from streamrnn.forecast.features import GAP_ALPHA, INPUT_CLIP, TIME_FEATURES
+from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
+
+__all__ = ["ARTIFACT_FORMAT", "ArtifactError", "LoadedModel", "feature_spec", "load", "save"]
+
+ARTIFACT_FORMAT = "streamrnn-model/1"
+
+
+class ArtifactError(ValueError):
+    """The file is not a usable model artifact; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A model ready to step, with the facts stored beside its weights."""
+
+    model: RecurrentForecaster
+    version: str
+    normaliser_alpha: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def feature_spec() -> dict[str, Any]:
+    """What the model's inputs mean; an artifact is only loaded if this matches."""
+    return {"time_features": list(TIME_FEATURES), "gap_alpha": GAP_ALPHA, "input_clip": INPUT_CLIP}
+
+
+def save(
+    path: Path,
+    model: RecurrentForecaster,
+    normaliser_alpha: float,
+    metadata: dict[str, Any],
+    version: str | None = None,
+) -> str:
+    """Write ``model`` to ``path``; returns its version (derived from the weights if not given)."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if version is None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:10]
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        spec = model.spec
+        version = f"{spec.cell}-h{spec.hidden_size}-l{spec.num_layers}-{stamp}-{digest}"
+    doc = {
+        "format": ARTIFACT_FORMAT,
+        "version": version,
+        "spec": model.spec.as_dict(),
+        "features": feature_spec(),
+        "normaliser_alpha": normaliser_alpha,
+        "metadata": metadata,
+        "state_dict": state,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(doc, tmp)
+    tmp.replace(path)
+    return version
+
+
+def load(path: Path) -> LoadedModel:
+    """Read an artifact written by :func:`save`.
+
+    Raises:
+        ArtifactError: missing file, not an artifact, or a feature spec this code differs from.
+    """
+    if not path.is_file():
+        raise ArtifactError(f"model artifact {path} does not exist")
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ArtifactError(f"{path} is not a model artifact: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{path} is not a {ARTIFACT_FORMAT} artifact")
+    if doc["features"] != feature_spec():
+        raise ArtifactError(
+            f"{path} was trained on features {doc['features']}, this code computes {feature_spec()}"
+        )
+    model = RecurrentForecaster(ModelSpec(**doc["spec"]))
+    model.load_state_dict(doc["state_dict"])
+    model.eval()
+    return LoadedModel(model, str(doc["version"]), float(doc["normaliser_alpha"]), doc["metadata"])
