@@ -1,4 +1,4 @@
-"""The ``streamrnn`` command line: ``run``, ``demo`` and ``broker start|stop|status``.
+"""The ``streamrnn`` command line: ``run``, ``train``, ``demo`` and ``broker start|stop|status``.
 
 Exit codes: 0 success (including a stop by SIGTERM/SIGINT), 1 runtime failure, 2 invalid
 usage or configuration (the message names the field and what is wrong).
@@ -26,7 +26,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamrnn`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    handler = {"run": _cmd_run, "demo": _cmd_demo, "broker": _cmd_broker}[args.command]
+    handler = {
+        "run": _cmd_run,
+        "train": _cmd_train,
+        "demo": _cmd_demo,
+        "broker": _cmd_broker,
+    }[args.command]
     code: int = handler(args)
     return code
 
@@ -40,6 +45,35 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon (consume, forecast, score, alert)")
     _add_config_arg(run)
+
+    train = sub.add_parser(
+        "train", help="train a forecaster offline on CSV/Parquet series and write an artifact"
+    )
+    _add_config_arg(train)
+    train.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="a CSV/Parquet file or a folder of them: long format (series,ts,value) or one"
+        " file per series (ts or timestamp, value)",
+    )
+    train.add_argument(
+        "--out", type=Path, default=Path("streamrnn-model.pt"), help="artifact file to write"
+    )
+    train.add_argument("--epochs", type=int, default=30, help="most passes over the data")
+    train.add_argument("--chunk-points", type=int, default=64, help="truncated-BPTT chunk length")
+    train.add_argument(
+        "--val-fraction", type=float, default=0.2, help="last fraction of each series held out"
+    )
+    train.add_argument("--learning-rate", type=float, default=3e-3)
+    train.add_argument("--patience", type=int, default=4, help="early-stopping patience, epochs")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=2, help="torch threads")
+    train.add_argument(
+        "--warm-start",
+        type=Path,
+        help="start from this artifact's weights (its architecture is used)",
+    )
 
     demo = sub.add_parser("demo", help="run the daemon on a synthetic stream and summarise alerts")
     _add_config_arg(demo)
@@ -102,6 +136,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     configure_logging(settings.logging.level, settings.logging.format)
     return run_daemon(settings, _stop_on_signals())
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_USAGE
+    from streamrnn.training_cli import run_training
+
+    return run_training(settings, args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

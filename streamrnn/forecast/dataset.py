@@ -1,0 +1,113 @@
+"""Offline training data: read metric series from CSV or Parquet files with pandas.
+
+Accepted layouts (``streamrnn train --data PATH``, PATH a file or a folder searched
+recursively for ``*.csv`` and ``*.parquet``):
+
+* **long format**: columns ``series``, ``ts``, ``value`` (one file, many series);
+* **one file per series**: a time column (``ts`` or ``timestamp``) and ``value``; the series
+  is named after the file's path relative to PATH, without suffix.
+
+Timestamps are epoch seconds (numbers) or date-time strings (naive = UTC). Each series is
+sorted by time; points with a duplicate timestamp (the first is kept), a missing or
+non-finite value are dropped and counted, as the daemon would drop them.
+
+Pure pandas/numpy; knows nothing of Kafka or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+__all__ = ["DataError", "SeriesData", "load_series"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class DataError(ValueError):
+    """The training data cannot be read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesData:
+    """Series by name, each (ts epoch s strictly increasing, values), plus what was dropped."""
+
+    series: dict[str, tuple[FloatArray, FloatArray]]
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def points(self) -> int:
+        """Total points over all series."""
+        return sum(len(ts) for ts, _ in self.series.values())
+
+
+def load_series(path: Path) -> SeriesData:
+    """Read every series under ``path``; see the module docstring for the layouts."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".csv", ".parquet"))
+        if not files:
+            raise DataError(f"no .csv or .parquet files under {path}")
+        root = path
+    elif path.is_file():
+        files, root = [path], path.parent
+    else:
+        raise DataError(f"{path} does not exist")
+    series: dict[str, tuple[FloatArray, FloatArray]] = {}
+    dropped = {"duplicate_timestamp": 0, "missing_or_non_finite": 0}
+    for file in files:
+        frame = _read(file)
+        if "series" in frame.columns:
+            groups = frame.groupby("series", sort=True)
+            parts = [(str(name), g) for name, g in groups]
+        else:
+            parts = [(str(file.relative_to(root).with_suffix("")), frame)]
+        for name, part in parts:
+            ts, values, n_dup, n_bad = _clean(part, file)
+            dropped["duplicate_timestamp"] += n_dup
+            dropped["missing_or_non_finite"] += n_bad
+            if len(ts) >= 2:
+                series[name] = (ts, values)
+    if not series:
+        raise DataError(f"no series with at least two points under {path}")
+    return SeriesData(series, dropped)
+
+
+def _read(file: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(file) if file.suffix.lower() == ".parquet" else pd.read_csv(file)
+    except Exception as exc:
+        raise DataError(f"{file}: cannot be read: {exc}") from exc
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    if "timestamp" in frame.columns and "ts" not in frame.columns:
+        frame = frame.rename(columns={"timestamp": "ts"})
+    missing = {"ts", "value"} - set(frame.columns)
+    if missing:
+        raise DataError(f"{file}: missing column(s) {sorted(missing)}; have {list(frame.columns)}")
+    return frame
+
+
+def _clean(frame: pd.DataFrame, file: Path) -> tuple[FloatArray, FloatArray, int, int]:
+    ts_col = frame["ts"]
+    if pd.api.types.is_numeric_dtype(ts_col):
+        ts = ts_col.to_numpy(dtype=np.float64)
+    else:
+        try:
+            parsed = pd.to_datetime(ts_col, utc=True, format="mixed")
+        except (ValueError, TypeError) as exc:
+            raise DataError(
+                f"{file}: column 'ts' is neither epoch seconds nor dates: {exc}"
+            ) from exc
+        ts = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+    values = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=np.float64)
+    good = np.isfinite(ts) & np.isfinite(values)
+    n_bad = int((~good).sum())
+    ts, values = ts[good], values[good]
+    order = np.argsort(ts, kind="stable")
+    ts, values = ts[order], values[order]
+    keep = np.ones(len(ts), dtype=bool)
+    keep[1:] = ts[1:] > ts[:-1]
+    return ts[keep], values[keep], int((~keep).sum()), n_bad
