@@ -132,10 +132,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_USAGE
     from streamrnn.daemon import run_daemon
+    from streamrnn.forecast.artifact import ArtifactError
     from streamrnn.logs import configure_logging
 
     configure_logging(settings.logging.level, settings.logging.format)
-    return run_daemon(settings, _stop_on_signals())
+    try:
+        return run_daemon(settings, _stop_on_signals())
+    except ArtifactError as exc:
+        print(f"streamrnn: invalid config: model artifact: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -136,7 +136,12 @@ class Engine:
     def process(self, messages: Sequence[DecodedMessage]) -> EngineBatchResult:
         """Forecast, score and learn every point of ``messages`` (one polled batch)."""
         rejections: list[tuple[int, Rejection]] = []
+        live_before = len(self.table)
         msg_slots = self.table.resolve([m.series for m in messages], [m.labels for m in messages])
+        # Series seen for the first time are routed to their model group once, here.
+        group_col = self.table.column("group")
+        for slot in range(live_before, len(self.table)):
+            group_col[slot] = self.groups.index(self.group_of(self.table.name_of(slot)))
         for i in np.flatnonzero(msg_slots < 0):
             rejections.append(
                 (

@@ -17,7 +17,14 @@ from typing import Any
 
 import torch
 
-from streamrnn.forecast.features import GAP_ALPHA, INPUT_CLIP, TIME_FEATURES
+from streamrnn.forecast.features import (
+    GAP_ALPHA,
+    INPUT_CLIP,
+    STEP_ALPHA,
+    STEP_FLOOR,
+    TIME_FEATURES,
+    VALUE_FEATURES,
+)
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 
 __all__ = ["ARTIFACT_FORMAT", "ArtifactError", "LoadedModel", "feature_spec", "load", "save"]
@@ -41,7 +48,14 @@ class LoadedModel:
 
 def feature_spec() -> dict[str, Any]:
     """What the model's inputs mean; an artifact is only loaded if this matches."""
-    return {"time_features": list(TIME_FEATURES), "gap_alpha": GAP_ALPHA, "input_clip": INPUT_CLIP}
+    return {
+        "value_features": list(VALUE_FEATURES),
+        "time_features": list(TIME_FEATURES),
+        "gap_alpha": GAP_ALPHA,
+        "step_alpha": STEP_ALPHA,
+        "step_floor": STEP_FLOOR,
+        "input_clip": INPUT_CLIP,
+    }
 
 
 def save(
@@ -87,14 +101,27 @@ def load(path: Path) -> LoadedModel:
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ArtifactError(f"{path} is not a model artifact: {exc}") from exc
+        # torch's own message suggests weights_only=False: unsafe advice for an unknown file.
+        raise ArtifactError(
+            f"{path} is not a model artifact (unreadable as a safe torch file:"
+            f" {type(exc).__name__})"
+        ) from exc
     if not isinstance(doc, dict) or doc.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(f"{path} is not a {ARTIFACT_FORMAT} artifact")
+    missing = {"version", "spec", "features", "normaliser_alpha", "metadata", "state_dict"} - set(
+        doc
+    )
+    if missing:
+        raise ArtifactError(f"{path} is damaged: missing {sorted(missing)}")
     if doc["features"] != feature_spec():
         raise ArtifactError(
             f"{path} was trained on features {doc['features']}, this code computes {feature_spec()}"
         )
-    model = RecurrentForecaster(ModelSpec(**doc["spec"]))
-    model.load_state_dict(doc["state_dict"])
+    try:
+        model = RecurrentForecaster(ModelSpec(**doc["spec"]))
+        model.load_state_dict(doc["state_dict"])
+    except (TypeError, RuntimeError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise ArtifactError(f"{path} does not fit this code's model: {first_line}") from exc
     model.eval()
     return LoadedModel(model, str(doc["version"]), float(doc["normaliser_alpha"]), doc["metadata"])

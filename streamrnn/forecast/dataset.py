@@ -56,21 +56,24 @@ def load_series(path: Path) -> SeriesData:
         files, root = [path], path.parent
     else:
         raise DataError(f"{path} does not exist")
-    series: dict[str, tuple[FloatArray, FloatArray]] = {}
-    dropped = {"duplicate_timestamp": 0, "missing_or_non_finite": 0}
+    frames: list[pd.DataFrame] = []
     for file in files:
         frame = _read(file)
-        if "series" in frame.columns:
-            groups = frame.groupby("series", sort=True)
-            parts = [(str(name), g) for name, g in groups]
-        else:
-            parts = [(str(file.relative_to(root).with_suffix("")), frame)]
-        for name, part in parts:
-            ts, values, n_dup, n_bad = _clean(part, file)
-            dropped["duplicate_timestamp"] += n_dup
-            dropped["missing_or_non_finite"] += n_bad
-            if len(ts) >= 2:
-                series[name] = (ts, values)
+        if "series" not in frame.columns:
+            frame["series"] = str(file.relative_to(root).with_suffix(""))
+        frame["series"] = frame["series"].astype(str)
+        frame["ts"] = _epoch_seconds(frame["ts"], file)
+        frames.append(frame[["series", "ts", "value"]])
+    # A series may span several files (e.g. one long-format file per day): concatenate first.
+    everything = pd.concat(frames, ignore_index=True)
+    series: dict[str, tuple[FloatArray, FloatArray]] = {}
+    dropped = {"duplicate_timestamp": 0, "missing_or_non_finite": 0}
+    for name, part in everything.groupby("series", sort=True):
+        ts, values, n_dup, n_bad = _clean(part)
+        dropped["duplicate_timestamp"] += n_dup
+        dropped["missing_or_non_finite"] += n_bad
+        if len(ts) >= 2:
+            series[str(name)] = (ts, values)
     if not series:
         raise DataError(f"no series with at least two points under {path}")
     return SeriesData(series, dropped)
@@ -90,18 +93,20 @@ def _read(file: Path) -> pd.DataFrame:
     return frame
 
 
-def _clean(frame: pd.DataFrame, file: Path) -> tuple[FloatArray, FloatArray, int, int]:
-    ts_col = frame["ts"]
-    if pd.api.types.is_numeric_dtype(ts_col):
-        ts = ts_col.to_numpy(dtype=np.float64)
-    else:
-        try:
-            parsed = pd.to_datetime(ts_col, utc=True, format="mixed")
-        except (ValueError, TypeError) as exc:
-            raise DataError(
-                f"{file}: column 'ts' is neither epoch seconds nor dates: {exc}"
-            ) from exc
-        ts = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+def _epoch_seconds(column: pd.Series, file: Path) -> pd.Series:
+    """Epoch seconds (float) from numbers or date-time strings (naive = UTC)."""
+    if pd.api.types.is_numeric_dtype(column):
+        return column.astype(np.float64)
+    try:
+        parsed = pd.to_datetime(column, utc=True, format="mixed")
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{file}: 'ts' is neither epoch seconds nor dates: {exc}") from exc
+    return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+
+
+def _clean(frame: pd.DataFrame) -> tuple[FloatArray, FloatArray, int, int]:
+    """Sorted, finite, strictly increasing (ts, values) and the (duplicates, bad) counts."""
+    ts = frame["ts"].to_numpy(dtype=np.float64)
     values = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=np.float64)
     good = np.isfinite(ts) & np.isfinite(values)
     n_bad = int((~good).sum())

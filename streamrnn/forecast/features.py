@@ -1,6 +1,13 @@
 """Per-point features of the forecaster, computed by one scan shared by serving and training.
 
-For every point the forecaster sees its normalised value and the point's *time features*:
+For every point the forecaster sees two *value features*:
+
+* ``level_z``: the value standardised by the series' running mean and spread;
+* ``step_z``: the change from the previous value divided by the series' running *step
+  scale* (root mean square of successive changes) — the units the model forecasts in, so a
+  smooth series and a noisy one are both forecast at the resolution of their own changes;
+
+and the point's *time features*:
 
 * ``log_gap_ratio``: log(gap / the series' typical interval). 0 for a regular point,
   positive after a gap, negative for a burst. Scale-free, so one model serves series
@@ -15,8 +22,9 @@ forecast knows *when* the next point is (irregular intervals).
 Treatment of special points (callers guarantee strictly increasing timestamps per series;
 the engine drops duplicate and out-of-order points before the scan, with a reason):
 
-* a series' first point: gap = 1 s nominal, typical interval = the gap, value input 0;
-  it is not forecast (no previous value) and does not update the typical interval;
+* a series' first point: gap = 1 s nominal, typical interval = the gap, value features 0;
+  it is not forecast (no previous value) and does not update the typical interval or the
+  step scale;
 * a huge gap: ``log_gap_ratio`` is clipped to ±10, ``gap_flag`` is set.
 
 :func:`scan` walks a (K series × T points) grid column by column, vectorised over series,
@@ -40,9 +48,12 @@ __all__ = [
     "TIME_DELTA_FEATURES",
     "TIME_FEATURES",
     "TIME_FEATURE_COUNT",
+    "VALUE_FEATURES",
+    "VALUE_FEATURE_COUNT",
     "FeatureGrid",
     "FeatureState",
     "scan",
+    "step_scale_of",
     "time_features",
 ]
 
@@ -62,8 +73,14 @@ TIME_FEATURES = ("log_gap_ratio", "log_gap", "gap_flag", "tod_sin", "tod_cos", "
 TIME_FEATURE_COUNT = len(TIME_FEATURES)
 #: The time features that describe the gap; a model without time-delta features zeroes them.
 TIME_DELTA_FEATURES = ("log_gap_ratio", "log_gap", "gap_flag")
-#: Model input per point: the normalised value, then the time features.
-INPUT_SIZE = 1 + TIME_FEATURE_COUNT
+VALUE_FEATURES = ("level_z", "step_z")
+VALUE_FEATURE_COUNT = len(VALUE_FEATURES)
+#: Model input per point: the value features, then the time features.
+INPUT_SIZE = VALUE_FEATURE_COUNT + TIME_FEATURE_COUNT
+#: Weight of the newest squared change in a series' running step scale.
+STEP_ALPHA = 0.02
+#: The step scale is at least this fraction of the level spread (a flat stretch stays finite).
+STEP_FLOOR = 0.01
 
 
 def time_features(ts_s: FloatArray, gap_s: FloatArray, typical_gap_s: FloatArray) -> FloatArray:
@@ -90,6 +107,15 @@ def time_features(ts_s: FloatArray, gap_s: FloatArray, typical_gap_s: FloatArray
     return out
 
 
+def step_scale_of(step_var: FloatArray, level_scale: FloatArray, count: FloatArray) -> FloatArray:
+    """The unit of forecast changes: RMS of recent changes, floored by the level spread.
+
+    Before a series has seen a change (``count`` < 2) the level spread stands in.
+    """
+    rms = np.sqrt(np.maximum(step_var, 0.0))
+    return np.where(count >= 2, np.maximum(rms, STEP_FLOOR * level_scale), level_scale)
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureState:
     """What the scan remembers per series, one array entry per series (K,).
@@ -97,7 +123,7 @@ class FeatureState:
     ``value_mean``/``value_var``: the normaliser (EW mean and variance of values);
     ``count``: points seen; ``last_ts`` (epoch s) and ``last_value`` of the latest point;
     ``log_gap_mean``: EW mean of log(gap s), the typical interval being exp of it;
-    ``gap_count``: gaps seen.
+    ``gap_count``: gaps seen; ``step_var``: EW mean of squared successive changes.
     """
 
     value_mean: FloatArray
@@ -107,6 +133,7 @@ class FeatureState:
     last_value: FloatArray
     log_gap_mean: FloatArray
     gap_count: FloatArray
+    step_var: FloatArray
 
     @classmethod
     def empty(cls, k: int) -> FeatureState:
@@ -126,7 +153,8 @@ class FeatureGrid:
     ``inputs`` (K, T, INPUT_SIZE) float32: model input per point.
     ``target`` (K, T, TIME_FEATURE_COUNT) float32: time features of each point, used to
     forecast that point from the state before it.
-    ``scale`` (K, T): the normaliser's spread before each point (value units).
+    ``scale`` (K, T): the step scale before each point (value units): the unit in which the
+    model forecasts the change from the previous value.
     ``prev_value`` (K, T): the series' previous value (the persistence forecast).
     ``seen_before`` (K, T): points the series had seen before this one.
     """
@@ -163,12 +191,15 @@ def scan(
         gap = np.where(has_prev, ts[:, j] - s.last_ts, 1.0)
         typical = np.where(has_gap, np.exp(s.log_gap_mean), gap)
         feats = time_features(ts[:, j], gap, typical)
-        spread = scale_of(s.value_mean, s.value_var)
-        z = (values[:, j] - s.value_mean) / spread
-        inputs[:, j, 0] = np.where(has_prev, np.clip(z, -INPUT_CLIP, INPUT_CLIP), 0.0)
-        inputs[:, j, 1:] = feats
+        level = scale_of(s.value_mean, s.value_var)
+        step = step_scale_of(s.step_var, level, s.count)
+        change = values[:, j] - s.last_value
+        level_z = (values[:, j] - s.value_mean) / level
+        inputs[:, j, 0] = np.where(has_prev, np.clip(level_z, -INPUT_CLIP, INPUT_CLIP), 0.0)
+        inputs[:, j, 1] = np.where(has_prev, np.clip(change / step, -INPUT_CLIP, INPUT_CLIP), 0.0)
+        inputs[:, j, VALUE_FEATURE_COUNT:] = feats
         target[:, j] = feats
-        scale[:, j], prev_value[:, j], seen_before[:, j] = spread, s.last_value, s.count
+        scale[:, j], prev_value[:, j], seen_before[:, j] = step, s.last_value, s.count
 
         mean, var, count = ew_update(
             s.value_mean, s.value_var, s.count, values[:, j], normaliser_alpha
@@ -177,6 +208,13 @@ def scan(
             s.log_gap_mean, np.zeros(k), s.gap_count, np.log(np.maximum(gap, 1e-6)), GAP_ALPHA
         )
         learn_gap = a & has_prev
+        # The step scale learns robustly: a change is clipped to 5 step scales first.
+        clipped = np.clip(change, -5 * step, 5 * step)
+        step_var = np.where(
+            s.count > 1,
+            (1 - STEP_ALPHA) * s.step_var + STEP_ALPHA * clipped**2,
+            change**2,
+        )
         s = replace(
             s,
             value_mean=np.where(a, mean, s.value_mean),
@@ -186,5 +224,6 @@ def scan(
             last_value=np.where(a, values[:, j], s.last_value),
             log_gap_mean=np.where(learn_gap, g_mean, s.log_gap_mean),
             gap_count=np.where(learn_gap, g_count, s.gap_count),
+            step_var=np.where(learn_gap, step_var, s.step_var),
         )
     return FeatureGrid(inputs, target, scale, prev_value, seen_before), s

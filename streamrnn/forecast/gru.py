@@ -33,6 +33,7 @@ from streamrnn.forecast.features import (
     TIME_DELTA_FEATURES,
     TIME_FEATURE_COUNT,
     TIME_FEATURES,
+    VALUE_FEATURE_COUNT,
 )
 
 __all__ = ["ForecastStep", "ModelSpec", "RecurrentForecaster"]
@@ -112,7 +113,9 @@ class RecurrentForecaster(nn.Module):
             for name in TIME_DELTA_FEATURES:
                 target_mask[TIME_FEATURES.index(name)] = 0.0
         self.register_buffer("target_mask", target_mask)
-        self.register_buffer("input_mask", torch.cat([torch.ones(1), target_mask]))
+        self.register_buffer(
+            "input_mask", torch.cat([torch.ones(VALUE_FEATURE_COUNT), target_mask])
+        )
 
     def initial_state(self, k: int) -> torch.Tensor:
         """The state of ``k`` series that have seen nothing, (S, K, H)."""

@@ -18,7 +18,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from streamrnn.forecast.features import INPUT_CLIP, FeatureState, time_features
+from streamrnn.forecast.features import (
+    INPUT_CLIP,
+    FeatureState,
+    step_scale_of,
+    time_features,
+)
 from streamrnn.forecast.gru import RecurrentForecaster
 from streamrnn.forecast.normaliser import scale_of
 
@@ -46,7 +51,8 @@ def rollout(
     """
     k = state.shape[1]
     typical = np.where(features.gap_count > 0, np.exp(features.log_gap_mean), np.nan)
-    scale = scale_of(features.value_mean, features.value_var)
+    level = scale_of(features.value_mean, features.value_var)
+    scale = step_scale_of(features.step_var, level, features.count)
     ts = features.last_ts[:, None] + typical[:, None] * np.arange(1, horizon + 1)[None, :]
     mean = np.empty((k, horizon))
     var = np.empty((k, horizon))
@@ -59,11 +65,14 @@ def rollout(
             tf_t = torch.from_numpy(tf)
             decayed = model.decay_state(state, tf_t)
             delta, log_var = model.predict(decayed[model.spec.num_layers - 1], tf_t)
-            value = value + scale * delta.double().numpy()
+            change = scale * delta.double().numpy()
+            value = value + change
             acc_var = acc_var + scale**2 * np.exp(log_var.double().numpy())
             mean[:, j], var[:, j] = value, acc_var
-            z = np.clip((value - features.value_mean) / scale, -INPUT_CLIP, INPUT_CLIP)
-            inputs = np.concatenate([z[:, None], tf], axis=1).astype(np.float32)
+            level_z = np.clip((value - features.value_mean) / level, -INPUT_CLIP, INPUT_CLIP)
+            step_z = np.clip(change / scale, -INPUT_CLIP, INPUT_CLIP)
+            inputs = np.concatenate([level_z[:, None], step_z[:, None], tf], axis=1)
+            inputs = inputs.astype(np.float32)
             state = model.advance(decayed, torch.from_numpy(inputs))
     young = features.gap_count < 1
     mean[young], var[young] = np.nan, np.nan

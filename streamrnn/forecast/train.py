@@ -5,10 +5,12 @@ Every series is first run through the same feature scan the daemon uses
 will see when serving. Training is truncated back-propagation through time: each series is
 consumed in time order in chunks of ``chunk_points`` points, the recurrent state carried
 from chunk to chunk (detached, so gradients flow within a chunk only); many series are
-stepped side by side. The loss is the Gaussian negative log-likelihood of each point's
-change from the previous value in normalised units; the inputs are the true values (teacher
-forcing), which is also what the k-step rollout's one-step model expects. Gradients are
-clipped by norm.
+stepped side by side. The loss is the negative log-likelihood of each point's change from
+the previous value, in the series' step units, under a Laplace (default: robust to the
+heavy tails of real metrics, and its location is the median, which minimises MAE) or a
+Gaussian distribution whose standard deviation is the head's spread; the inputs are the true
+values (teacher forcing), which is also what the k-step rollout's one-step model expects.
+Gradients are clipped by norm; the learning rate halves when validation stops improving.
 
 Validation is time-ordered: the last ``val_fraction`` of each series is never trained on;
 its NLL, measured with the state carried over from the training part, decides early
@@ -23,6 +25,7 @@ import copy
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +37,7 @@ from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 __all__ = ["TrainConfig", "TrainProgress", "TrainReport", "train_model"]
 
 FloatArray = npt.NDArray[np.float64]
+SQRT2 = 2.0**0.5
 SeriesMap = Mapping[str, tuple[FloatArray, FloatArray]]
 
 
@@ -56,6 +60,8 @@ class TrainConfig:
     series_per_batch: int = 128
     #: Weight of the newest point in the per-series normaliser (as in the daemon).
     normaliser_alpha: float = 0.01
+    #: Likelihood of a point's change: ``laplace`` or ``gaussian`` (same spread semantics).
+    loss: Literal["laplace", "gaussian"] = "laplace"
     seed: int = 0
 
 
@@ -131,6 +137,8 @@ def train_model(
         val_points=int(sum(b.val_mask.sum() for b in batches)),
     )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5, patience=1)
+    nll_of = _laplace_nll if config.loss == "laplace" else _gaussian_nll
     chunks = sum(-(-b.inputs.shape[1] // config.chunk_points) for b in batches)
     best_val, best_state, stale = float("inf"), copy.deepcopy(model.state_dict()), 0
     for epoch in range(1, config.epochs + 1):
@@ -147,7 +155,7 @@ def train_model(
                     out = model.step(
                         state, batch.inputs[:, start:end], batch.target[:, start:end], lengths
                     )
-                    nll = _gaussian_nll(out.delta_mean, out.log_var, batch.y[:, start:end])
+                    nll = nll_of(out.delta_mean, out.log_var, batch.y[:, start:end])
                     if train_mask.any():
                         loss = nll[train_mask].mean()
                         optimiser.zero_grad()
@@ -170,6 +178,7 @@ def train_model(
         report.epochs_run = epoch
         if progress is not None:
             progress(TrainProgress(epoch, done, chunks, train_nll, val_nll))
+        scheduler.step(val_nll)
         if val_nll < best_val - 1e-4:
             best_val, best_state, stale = val_nll, copy.deepcopy(model.state_dict()), 0
             report.best_epoch = epoch
@@ -187,6 +196,14 @@ def train_model(
 def _gaussian_nll(mean: torch.Tensor, log_var: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-point Gaussian negative log-likelihood (without the constant)."""
     return 0.5 * (log_var + (y - mean) ** 2 * torch.exp(-log_var))
+
+
+def _laplace_nll(mean: torch.Tensor, log_var: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-point Laplace negative log-likelihood (without the constant), variance exp(log_var).
+
+    A Laplace distribution with standard deviation sigma has scale b = sigma / sqrt(2).
+    """
+    return 0.5 * log_var + SQRT2 * torch.abs(y - mean) * torch.exp(-0.5 * log_var)
 
 
 def _prepare(data: SeriesMap, config: TrainConfig) -> list[_Batch]:

@@ -216,8 +216,6 @@ def _run_cli(cwd: Path, config: str, extra_env: dict[str, str]) -> subprocess.Co
     )
 
 
-
-
 @pytest.mark.parametrize(
     ("yaml_text", "env", "expected"),
     [
