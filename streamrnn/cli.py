@@ -1,4 +1,4 @@
-"""The ``streamrnn`` command line: ``run``, ``train``, ``demo`` and ``broker start|stop|status``.
+"""The ``streamrnn`` command line: ``run``, ``train``, ``evaluate``, ``demo``, ``broker``.
 
 Exit codes: 0 success (including a stop by SIGTERM/SIGINT), 1 runtime failure, 2 invalid
 usage or configuration (the message names the field and what is wrong).
@@ -29,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "run": _cmd_run,
         "train": _cmd_train,
+        "evaluate": _cmd_evaluate,
         "demo": _cmd_demo,
         "broker": _cmd_broker,
     }[args.command]
@@ -74,6 +75,21 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="start from this artifact's weights (its architecture is used)",
     )
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="replay labelled series (NAB layout) through the engine; NAB scores and a report",
+    )
+    _add_config_arg(evaluate)
+    evaluate.add_argument(
+        "--data", type=Path, required=True, help="folder of <category>/<file>.csv (timestamp,value)"
+    )
+    evaluate.add_argument("--labels", type=Path, required=True, help="NAB combined_windows.json")
+    evaluate.add_argument("--out", type=Path, required=True, help="output folder")
+    evaluate.add_argument(
+        "--profiles", type=Path, help="NAB profiles.json (default: NAB's three profiles)"
+    )
+    evaluate.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
     demo = sub.add_parser("demo", help="run the daemon on a synthetic stream and summarise alerts")
     _add_config_arg(demo)
@@ -150,6 +166,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from streamrnn.training_cli import run_training
 
     return run_training(settings, args)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_USAGE
+    from streamrnn.evaluation_cli import run_evaluation
+
+    return run_evaluation(settings, args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

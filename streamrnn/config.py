@@ -39,6 +39,7 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "AlertConfig",
     "ConfigError",
     "ConsumeConfig",
     "KafkaConfig",
@@ -172,25 +173,66 @@ class ModelConfig(_Section):
         return self
 
 
-class ScoringConfig(_Section):
-    """From residual to anomaly score to alert."""
+class AlertConfig(_Section):
+    """The alert rule: when a scored point raises an alert, and how loud."""
 
-    #: Points a series must have seen before it may alert; its score is 0 until then.
-    warmup_points: int = Field(30, ge=1)
-    #: Weight of the newest residual in the series' running residual mean and variance.
-    residual_alpha: float = Field(0.02, gt=0, le=1)
-    #: Score (a two-sided tail probability, 0..1) at or above which a warning is raised.
-    warning_threshold: float = Field(0.999, gt=0, lt=1)
-    #: Score at or above which the alert is critical.
-    critical_threshold: float = Field(0.99999, gt=0, lt=1)
+    #: Score at or above which a point is a hit (score = -log10(tail probability) / 10,
+    #: so 0.4 is a 1-in-10,000 point).
+    warning_threshold: float = Field(0.4, gt=0, le=1)
+    #: Score at or above which an alert is critical (0.6: 1 in a million).
+    critical_threshold: float = Field(0.6, gt=0, le=1)
+    #: An alert episode stays open (no new alert) until the score drops below this.
+    clear_threshold: float = Field(0.2, ge=0, le=1)
+    #: Hits needed among the last ``window_points`` points to fire (m-of-n).
+    min_hits: int = Field(1, ge=1, le=62)
+    window_points: int = Field(1, ge=1, le=62)
+    #: Points after an alert during which the series cannot open a new episode.
+    cooldown_points: int = Field(30, ge=0)
 
     @field_validator("critical_threshold")
     @classmethod
-    def _ordered(cls, critical: float, info: ValidationInfo) -> float:
+    def _critical_above_warning(cls, critical: float, info: ValidationInfo) -> float:
         warning = info.data.get("warning_threshold")
         if warning is not None and critical < warning:
             raise ValueError(f"must be >= warning_threshold ({warning})")
         return critical
+
+    @field_validator("clear_threshold")
+    @classmethod
+    def _clear_below_warning(cls, clear: float, info: ValidationInfo) -> float:
+        warning = info.data.get("warning_threshold")
+        if warning is not None and clear > warning:
+            raise ValueError(f"must be <= warning_threshold ({warning})")
+        return clear
+
+    @field_validator("window_points")
+    @classmethod
+    def _window_holds_hits(cls, window: int, info: ValidationInfo) -> int:
+        hits = info.data.get("min_hits")
+        if hits is not None and window < hits:
+            raise ValueError(f"must be >= min_hits ({hits})")
+        return window
+
+
+class ScoringConfig(_Section):
+    """From residual to anomaly score to alert (see README, "Scoring")."""
+
+    #: ``tail``: how improbable this residual is given the series' recent residuals;
+    #: ``likelihood``: how unusual the recent run of residuals is (Numenta-style).
+    calibration: Literal["tail", "likelihood"] = "tail"
+    #: Weight of the newest raw score in the tail calibration's running mean and variance.
+    tail_alpha: float = Field(0.02, gt=0, le=1)
+    #: Weights of the likelihood's short-run average and of its long-run statistics.
+    likelihood_short_alpha: float = Field(0.3, gt=0, le=1)
+    likelihood_long_alpha: float = Field(0.005, gt=0, le=1)
+    #: Points a series must have seen before it may alert; its score is 0 until then.
+    warmup_points: int = Field(30, ge=1)
+    #: Learn from hits too (false: an anomalous point does not update the series' state).
+    learn_from_anomalies: bool = False
+    #: After this many consecutive unlearned hits a series learns again (a lasting change
+    #: becomes the new normal).
+    max_skipped_points: int = Field(20, ge=0)
+    alert: AlertConfig = Field(default_factory=AlertConfig)
 
 
 class SeriesConfig(_Section):

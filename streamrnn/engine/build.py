@@ -8,8 +8,7 @@ from streamrnn.config import ModelConfig, Settings
 from streamrnn.engine.engine import Engine, ModelGroup
 from streamrnn.forecast import artifact
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
-from streamrnn.scoring.alert_rule import ThresholdRule
-from streamrnn.scoring.residual_tail import ResidualTailScorer
+from streamrnn.scoring.chain import build_chain
 
 __all__ = ["build_engine", "untrained_model"]
 
@@ -64,11 +63,9 @@ def build_engine(settings: Settings) -> Engine:
         else:
             groups.append(ModelGroup(group.name, group.pattern, global_model, global_version))
     groups.append(ModelGroup("global", None, global_model, global_version))
-    s = settings.scoring
     return Engine(
         groups=groups,
-        scorer=ResidualTailScorer(alpha=s.residual_alpha),
-        rule=ThresholdRule(s.warmup_points, s.warning_threshold, s.critical_threshold),
+        chain=build_chain(settings.scoring),
         max_series=settings.series.max_series,
         normaliser_alpha=normaliser_alpha,
         horizon_points=m.horizon_points,

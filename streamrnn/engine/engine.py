@@ -5,14 +5,15 @@ One call of :meth:`Engine.process` handles one polled batch:
 1. resolve each message's series to a state slot (new series get one while there is room);
 2. drop points that do not move their series forward in time (out of order, duplicate);
 3. lay the points out as a (K series × T points) grid, in arrival order per series;
-4. scan the grid column by column, vectorised over series, for the normaliser and time
-   features (numpy);
-5. step all K series through their model in ONE torch call per model group (gather
-   hidden states, step, scatter back) — the hidden state of each series persists from
-   call to call;
-6. score the standardised residuals and apply the alert rule;
+4. gather the K series' states (features, and the recurrent state per model group);
+5. walk the grid column by column, each column vectorised over all K series: features →
+   decay and forecast (one torch call per model group) → raw score → calibration → alert
+   rule → learn the points the scoring chain allows (normaliser, score history, and one
+   torch call to advance the recurrent state);
+6. scatter the states back — each series' hidden state persists from call to call;
 7. optionally roll each stepped series' model forward for a k-step forecast.
 
+With single-point messages T is 1: one forecast call and one advance call per batch.
 The engine is the same whether points come from Kafka or from files; it knows nothing of
 Kafka. Its only torch use is the model step.
 """
@@ -29,11 +30,11 @@ import torch
 
 from streamrnn.decode import DecodedMessage, Rejection
 from streamrnn.engine.series_table import SeriesTable
-from streamrnn.forecast.features import FeatureState, scan
+from streamrnn.forecast.features import FeatureState, learn_point, point_features
 from streamrnn.forecast.gru import RecurrentForecaster
 from streamrnn.forecast.multistep import Horizon, rollout
-from streamrnn.scoring.alert_rule import ThresholdRule
-from streamrnn.scoring.base import Scorer
+from streamrnn.scoring.chain import ScoringChain
+from streamrnn.scoring.raw import standardised_residual
 
 __all__ = ["Engine", "EngineBatchResult", "ModelGroup"]
 
@@ -71,6 +72,8 @@ class EngineBatchResult:
     spread: FloatArray
     score: FloatArray
     severity: Int8Array
+    #: The score where the alert rule was armed (could fire), else 0.
+    armed_score: FloatArray
     group: IntArray
     rejections: list[tuple[int, Rejection]]
     #: k-step forecasts after the batch, one row per slot in ``horizon_slots`` (if enabled).
@@ -87,8 +90,7 @@ class Engine:
     def __init__(
         self,
         groups: Sequence[ModelGroup],
-        scorer: Scorer,
-        rule: ThresholdRule,
+        chain: ScoringChain,
         max_series: int,
         normaliser_alpha: float,
         horizon_points: int = 0,
@@ -98,20 +100,22 @@ class Engine:
         self.groups = list(groups)
         for group in self.groups:
             group.model.eval()
-        self.scorer = scorer
-        self.rule = rule
+        self.chain = chain
+        self.rule = chain.rule
         self.normaliser_alpha = normaliser_alpha
         self.horizon_points = horizon_points
         self.table = SeriesTable(max_series)
         for name in FeatureState.column_names():
             self.table.add_column(name)
         self.table.add_column("group", dtype=np.int64, fill=len(self.groups) - 1)
+        # Latest accepted timestamp (learned or not): the ordering check's reference.
+        self.table.add_column("latest_ts", fill=-np.inf)
         for group in self.groups:
             spec = group.model.spec
             self.table.add_column(
                 f"state.{group.name}", shape=(spec.state_rows, spec.hidden_size), dtype=np.float32
             )
-        scorer.bind(self.table)
+        chain.bind(self.table)
 
     @property
     def model_version(self) -> str:
@@ -180,22 +184,19 @@ class Engine:
         rejections: list[tuple[int, Rejection]],
     ) -> npt.NDArray[np.bool_]:
         """Mask of points later than everything their series has seen (grouped input)."""
-        last_ts = self.table.column("last_ts")
-        seen = self.table.column("count")
+        latest_ts = self.table.column("latest_ts")
         first_of_group = np.ones(len(slots), dtype=bool)
         first_of_group[1:] = slots[1:] != slots[:-1]
         prev = np.empty_like(ts)
         prev[1:] = ts[:-1]
-        prev[first_of_group] = np.where(
-            seen[slots[first_of_group]] > 0, last_ts[slots[first_of_group]], -np.inf
-        )
+        prev[first_of_group] = latest_ts[slots[first_of_group]]
         keep: npt.NDArray[np.bool_] = ts > prev
         if keep.all():
             return keep
         # Rare path: walk only the series that have a problem, with a running maximum.
         for slot in np.unique(slots[~keep]):
             idx = np.flatnonzero(slots == slot)
-            latest = last_ts[slot] if seen[slot] > 0 else -np.inf
+            latest = latest_ts[slot]
             for i in idx:
                 if ts[i] > latest:
                     keep[i] = True
@@ -231,67 +232,93 @@ class Engine:
         grid_val = np.zeros((k, t_max))
         active = np.zeros((k, t_max), dtype=bool)
         grid_ts[row, col], grid_val[row, col], active[row, col] = ts, values, True
-
         tbl = self.table
-        names = FeatureState.column_names()
-        state_before = FeatureState(*(tbl.column(name)[slots] for name in names))
-        grid, state_after = scan(state_before, grid_ts, grid_val, active, self.normaliser_alpha)
-        for name in names:
-            tbl.column(name)[slots] = getattr(state_after, name)
+        tbl.column("latest_ts")[slots] = grid_ts[np.arange(k), lengths - 1]
 
-        delta = np.zeros((k, t_max))
-        log_var = np.zeros((k, t_max))
+        # Gather.
+        names = FeatureState.column_names()
+        features = FeatureState(*(tbl.column(name)[slots] for name in names))
         series_group = tbl.column("group")[slots]
-        horizon = None
-        if self.horizon_points:
-            horizon = Horizon(*(np.full((k, self.horizon_points), np.nan) for _ in range(3)))
+        members = {int(g): np.flatnonzero(series_group == g) for g in np.unique(series_group)}
+        states = {
+            g: torch.from_numpy(
+                tbl.column(f"state.{self.groups[g].name}")[slots[rows]].transpose(1, 0, 2).copy()
+            )
+            for g, rows in members.items()
+        }
+
+        out_forecast = np.full((k, t_max), np.nan)
+        out_spread = np.full((k, t_max), np.nan)
+        out_score = np.zeros((k, t_max))
+        out_armed = np.zeros((k, t_max))
+        out_severity = np.zeros((k, t_max), dtype=np.int8)
+        delta = np.zeros(k)
+        log_var = np.zeros(k)
         with torch.inference_mode():
-            for g in np.unique(series_group):
-                group = self.groups[int(g)]
-                rows = np.flatnonzero(series_group == g)
-                states = tbl.column(f"state.{group.name}")
-                # Gather: (K_g, S, H) rows -> (S, K_g, H) for the model.
-                state0 = torch.from_numpy(states[slots[rows]].transpose(1, 0, 2).copy())
-                out = group.model.step(
-                    state0,
-                    torch.from_numpy(grid.inputs[rows]),
-                    torch.from_numpy(grid.target[rows]),
-                    None if t_max == 1 else torch.from_numpy(lengths[rows]),
+            for j in range(t_max):
+                a = active[:, j]
+                f = point_features(features, grid_ts[:, j], grid_val[:, j])
+                target = torch.from_numpy(f.target)
+                decayed = {}
+                for g, rows in members.items():
+                    model = self.groups[g].model
+                    decayed[g] = model.decay_state(states[g], target[rows])
+                    mean, lv = model.predict(decayed[g][model.spec.num_layers - 1], target[rows])
+                    delta[rows], log_var[rows] = mean.numpy(), lv.numpy()
+                has_forecast = f.seen_before > 0
+                forecast = np.where(has_forecast, f.prev_value + f.scale * delta, np.nan)
+                spread = np.where(has_forecast, f.scale * np.exp(0.5 * log_var), np.nan)
+                raw = standardised_residual(grid_val[:, j], forecast, spread)
+                raw = np.where(f.seen_before >= MIN_SEEN_TO_SCORE, raw, np.nan)
+                step = self.chain.step(slots[a], raw[a], f.seen_before[a])
+                out_forecast[:, j], out_spread[:, j] = forecast, spread
+                out_score[a, j], out_armed[a, j] = step.score, step.armed_score
+                out_severity[a, j] = step.severity
+                learn = a.copy()
+                learn[a] = step.learn
+                features = learn_point(
+                    features, grid_ts[:, j], grid_val[:, j], f, learn, self.normaliser_alpha
                 )
-                # Scatter the advanced states back.
-                states[slots[rows]] = out.state.numpy().transpose(1, 0, 2)
-                delta[rows] = out.delta_mean.numpy()
-                log_var[rows] = out.log_var.numpy()
-                if horizon is not None:
+                inputs = torch.from_numpy(f.inputs)
+                for g, rows in members.items():
+                    advanced = self.groups[g].model.advance(decayed[g], inputs[rows])
+                    keep = learn[rows]
+                    states[g] = (
+                        advanced
+                        if keep.all()
+                        else torch.where(torch.from_numpy(keep).view(1, -1, 1), advanced, states[g])
+                    )
+
+            # Scatter.
+            for name in names:
+                tbl.column(name)[slots] = getattr(features, name)
+            for g, rows in members.items():
+                column = tbl.column(f"state.{self.groups[g].name}")
+                column[slots[rows]] = states[g].numpy().transpose(1, 0, 2)
+
+            horizon = None
+            if self.horizon_points:
+                horizon = Horizon(*(np.full((k, self.horizon_points), np.nan) for _ in range(3)))
+                for g, rows in members.items():
                     ahead = rollout(
-                        group.model,
-                        out.state,
-                        FeatureState(*(getattr(state_after, n)[rows] for n in names)),
+                        self.groups[g].model,
+                        states[g],
+                        FeatureState(*(getattr(features, n)[rows] for n in names)),
                         self.horizon_points,
                     )
                     horizon.ts[rows], horizon.mean[rows] = ahead.ts, ahead.mean
                     horizon.spread[rows] = ahead.spread
-
-        seen = grid.seen_before
-        forecast = np.where(seen > 0, grid.prev_value + grid.scale * delta, np.nan)
-        spread = np.where(seen > 0, grid.scale * np.exp(0.5 * log_var), np.nan)
-        # A residual is only meaningful once the normaliser has seen two points.
-        raw = np.where(seen >= MIN_SEEN_TO_SCORE, (grid_val - forecast) / spread, np.nan)
-        scores = np.zeros((k, t_max))
-        for j in range(t_max):
-            a = active[:, j]
-            scores[a, j] = self.scorer.score_and_learn(slots[a], raw[a, j])
-        reported, severity = self.rule.apply(scores, seen)
 
         return EngineBatchResult(
             message_index=point_msg,
             slot=point_slot,
             ts=ts,
             value=values,
-            forecast=forecast[row, col],
-            spread=spread[row, col],
-            score=reported[row, col],
-            severity=severity[row, col],
+            forecast=out_forecast[row, col],
+            spread=out_spread[row, col],
+            score=out_score[row, col],
+            severity=out_severity[row, col],
+            armed_score=out_armed[row, col],
             group=series_group[row],
             rejections=rejections,
             horizon=horizon,
@@ -302,4 +329,4 @@ class Engine:
 def _empty_result(rejections: list[tuple[int, Rejection]]) -> EngineBatchResult:
     f = np.zeros(0)
     i = np.zeros(0, dtype=np.int64)
-    return EngineBatchResult(i, i, f, f, f, f, f, np.zeros(0, dtype=np.int8), i, rejections)
+    return EngineBatchResult(i, i, f, f, f, f, f, np.zeros(0, dtype=np.int8), f, i, rejections)

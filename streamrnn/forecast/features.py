@@ -35,7 +35,7 @@ torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,9 @@ __all__ = [
     "VALUE_FEATURE_COUNT",
     "FeatureGrid",
     "FeatureState",
+    "PointFeatures",
+    "learn_point",
+    "point_features",
     "scan",
     "step_scale_of",
     "time_features",
@@ -166,6 +169,86 @@ class FeatureGrid:
     seen_before: FloatArray
 
 
+@dataclass(frozen=True, slots=True)
+class PointFeatures:
+    """Features of one point per series (one grid column), before the point is learned.
+
+    ``inputs`` (K, INPUT_SIZE) and ``target`` (K, TIME_FEATURE_COUNT) float32; ``scale``,
+    ``prev_value`` and ``seen_before`` (K,) as in :class:`FeatureGrid`; ``gap_s`` (K,) the
+    seconds since the series' previous point (1.0 for a first point).
+    """
+
+    inputs: npt.NDArray[np.float32]
+    target: npt.NDArray[np.float32]
+    scale: FloatArray
+    prev_value: FloatArray
+    seen_before: FloatArray
+    gap_s: FloatArray
+
+
+def point_features(s: FeatureState, ts: FloatArray, values: FloatArray) -> PointFeatures:
+    """Features of one point of each series, (K,) ``ts`` (epoch s) and ``values``."""
+    has_prev = s.count > 0
+    gap = np.where(has_prev, ts - s.last_ts, 1.0)
+    typical = np.where(s.gap_count > 0, np.exp(s.log_gap_mean), gap)
+    feats = time_features(ts, gap, typical)
+    level = scale_of(s.value_mean, s.value_var)
+    step = step_scale_of(s.step_var, level, s.count)
+    clip = INPUT_CLIP
+    inputs = np.empty((len(ts), INPUT_SIZE), dtype=np.float32)
+    inputs[:, 0] = np.where(has_prev, np.clip((values - s.value_mean) / level, -clip, clip), 0)
+    inputs[:, 1] = np.where(has_prev, np.clip((values - s.last_value) / step, -clip, clip), 0)
+    inputs[:, VALUE_FEATURE_COUNT:] = feats
+    return PointFeatures(
+        inputs=inputs,
+        target=feats.astype(np.float32),
+        scale=step,
+        prev_value=s.last_value,
+        seen_before=s.count,
+        gap_s=gap,
+    )
+
+
+def learn_point(
+    s: FeatureState,
+    ts: FloatArray,
+    values: FloatArray,
+    features: PointFeatures,
+    learn: BoolArray,
+    normaliser_alpha: float,
+) -> FeatureState:
+    """The state after learning one point per series where ``learn`` is true.
+
+    A series whose point is not learned (padding, or an anomaly the engine chose not to
+    learn from) keeps its state exactly, as if the point had not arrived.
+    """
+    mean, var, count = ew_update(s.value_mean, s.value_var, s.count, values, normaliser_alpha)
+    g_mean, _, g_count = ew_update(
+        s.log_gap_mean,
+        np.zeros(len(ts)),
+        s.gap_count,
+        np.log(np.maximum(features.gap_s, 1e-6)),
+        GAP_ALPHA,
+    )
+    learn_gap = learn & (s.count > 0)
+    # The step scale learns robustly: a change is clipped to 5 step scales first.
+    change = values - s.last_value
+    clipped = np.clip(change, -5 * features.scale, 5 * features.scale)
+    step_var = np.where(
+        s.count > 1, (1 - STEP_ALPHA) * s.step_var + STEP_ALPHA * clipped**2, change**2
+    )
+    return FeatureState(
+        value_mean=np.where(learn, mean, s.value_mean),
+        value_var=np.where(learn, var, s.value_var),
+        count=np.where(learn, count, s.count),
+        last_ts=np.where(learn, ts, s.last_ts),
+        last_value=np.where(learn, values, s.last_value),
+        log_gap_mean=np.where(learn_gap, g_mean, s.log_gap_mean),
+        gap_count=np.where(learn_gap, g_count, s.gap_count),
+        step_var=np.where(learn_gap, step_var, s.step_var),
+    )
+
+
 def scan(
     state: FeatureState,
     ts: FloatArray,
@@ -175,7 +258,8 @@ def scan(
 ) -> tuple[FeatureGrid, FeatureState]:
     """Features of every active point of a (K, T) grid, and the state after them.
 
-    Points of a row are in time order; inactive cells (padding) change nothing.
+    Points of a row are in time order; inactive cells (padding) change nothing. Every
+    active point is learned (training has no notion of anomalies).
     """
     k, t_max = ts.shape
     inputs = np.zeros((k, t_max, INPUT_SIZE), dtype=np.float32)
@@ -185,45 +269,8 @@ def scan(
     seen_before = np.zeros((k, t_max))
     s = state
     for j in range(t_max):
-        a = active[:, j]
-        has_prev = s.count > 0
-        has_gap = s.gap_count > 0
-        gap = np.where(has_prev, ts[:, j] - s.last_ts, 1.0)
-        typical = np.where(has_gap, np.exp(s.log_gap_mean), gap)
-        feats = time_features(ts[:, j], gap, typical)
-        level = scale_of(s.value_mean, s.value_var)
-        step = step_scale_of(s.step_var, level, s.count)
-        change = values[:, j] - s.last_value
-        level_z = (values[:, j] - s.value_mean) / level
-        inputs[:, j, 0] = np.where(has_prev, np.clip(level_z, -INPUT_CLIP, INPUT_CLIP), 0.0)
-        inputs[:, j, 1] = np.where(has_prev, np.clip(change / step, -INPUT_CLIP, INPUT_CLIP), 0.0)
-        inputs[:, j, VALUE_FEATURE_COUNT:] = feats
-        target[:, j] = feats
-        scale[:, j], prev_value[:, j], seen_before[:, j] = step, s.last_value, s.count
-
-        mean, var, count = ew_update(
-            s.value_mean, s.value_var, s.count, values[:, j], normaliser_alpha
-        )
-        g_mean, _, g_count = ew_update(
-            s.log_gap_mean, np.zeros(k), s.gap_count, np.log(np.maximum(gap, 1e-6)), GAP_ALPHA
-        )
-        learn_gap = a & has_prev
-        # The step scale learns robustly: a change is clipped to 5 step scales first.
-        clipped = np.clip(change, -5 * step, 5 * step)
-        step_var = np.where(
-            s.count > 1,
-            (1 - STEP_ALPHA) * s.step_var + STEP_ALPHA * clipped**2,
-            change**2,
-        )
-        s = replace(
-            s,
-            value_mean=np.where(a, mean, s.value_mean),
-            value_var=np.where(a, var, s.value_var),
-            count=np.where(a, count, s.count),
-            last_ts=np.where(a, ts[:, j], s.last_ts),
-            last_value=np.where(a, values[:, j], s.last_value),
-            log_gap_mean=np.where(learn_gap, g_mean, s.log_gap_mean),
-            gap_count=np.where(learn_gap, g_count, s.gap_count),
-            step_var=np.where(learn_gap, step_var, s.step_var),
-        )
+        f = point_features(s, ts[:, j], values[:, j])
+        inputs[:, j], target[:, j] = f.inputs, f.target
+        scale[:, j], prev_value[:, j], seen_before[:, j] = f.scale, f.prev_value, f.seen_before
+        s = learn_point(s, ts[:, j], values[:, j], f, active[:, j], normaliser_alpha)
     return FeatureGrid(inputs, target, scale, prev_value, seen_before), s

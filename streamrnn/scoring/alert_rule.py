@@ -1,9 +1,21 @@
-"""Turn anomaly scores into alert decisions: warm-up, thresholds and severity.
+"""Turn calibrated scores into alert decisions: thresholds, hysteresis, m-of-n, cooldown.
 
-A point alerts when its series has seen at least ``warmup_points`` points and its score is at
-or above the warning threshold; it is ``critical`` at or above the critical threshold.
-During warm-up a point's score is reported as 0 and never alerts: the model and the
-calibration have not seen enough of the series to judge it.
+Per series, stepped one point at a time (vectorised over series):
+
+* a point is a **hit** when its score is at or above ``warning_threshold``;
+* an alert **fires** when at least ``min_hits`` of the last ``window_points`` points were
+  hits, the series is not already in an alert episode, and its cooldown has run out;
+* firing opens an **episode**; it stays open until the score falls below
+  ``clear_threshold`` (hysteresis: a score hovering around the threshold raises one alert,
+  not a flapping series of them). Within an open episode, a score reaching
+  ``critical_threshold`` after a warning fires once more, as an escalation to critical;
+* after an alert, no new episode may fire for ``cooldown_points`` points;
+* the **severity** is ``critical`` when the score is at or above ``critical_threshold``,
+  else ``warning``.
+
+The rule also reports, per point, whether it was **armed** (it could have fired: no open
+episode, no cooldown): ``evaluate`` writes the score of armed points only, so a sweep of the
+threshold over its output sees what the alert stream would have been.
 
 Pure numpy; knows nothing of Kafka or torch.
 """
@@ -15,32 +27,93 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SEVERITY_NAMES", "SEVERITY_NONE", "ThresholdRule"]
+from streamrnn.engine.series_table import SeriesTable
+
+__all__ = ["SEVERITY_NAMES", "AlertRule", "RuleStep"]
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 Int8Array = npt.NDArray[np.int8]
+BoolArray = npt.NDArray[np.bool_]
 
-SEVERITY_NONE = 0
 SEVERITY_NAMES = {1: "warning", 2: "critical"}
 
 
 @dataclass(frozen=True, slots=True)
-class ThresholdRule:
-    """Severity per point: 0 none, 1 warning, 2 critical."""
+class RuleStep:
+    """Decisions for one point of each series: severity (0 none, 1 warning, 2 critical) of
+    the alert fired at this point, whether the rule was armed, whether the point was a hit."""
 
-    warmup_points: int
-    warning_threshold: float
-    critical_threshold: float
-    name: str = "residual_tail"
+    severity: Int8Array
+    armed: BoolArray
+    hit: BoolArray
 
-    def apply(self, scores: FloatArray, seen_before: FloatArray) -> tuple[FloatArray, Int8Array]:
-        """(reported scores, severities) for points whose series had ``seen_before`` points."""
-        warm = seen_before >= self.warmup_points
-        reported = np.where(warm, scores, 0.0)
-        severity = (reported >= self.warning_threshold).astype(np.int8)
-        severity += reported >= self.critical_threshold
-        return reported, severity
+
+class AlertRule:
+    """The stateful alert rule; see the module docstring."""
+
+    name = "residual"
+
+    def __init__(
+        self,
+        warning_threshold: float,
+        critical_threshold: float,
+        clear_threshold: float,
+        min_hits: int = 1,
+        window_points: int = 1,
+        cooldown_points: int = 0,
+    ) -> None:
+        if not 1 <= min_hits <= window_points <= 62:
+            raise ValueError("need 1 <= min_hits <= window_points <= 62")
+        self.warning_threshold = warning_threshold
+        self.critical_threshold = critical_threshold
+        self.clear_threshold = clear_threshold
+        self.min_hits = min_hits
+        self.window_points = window_points
+        self.cooldown_points = cooldown_points
+        self._window_mask = (1 << window_points) - 1
+        self._table: SeriesTable | None = None
+
+    def bind(self, table: SeriesTable) -> None:
+        """Declare the per-series rule state: hit bits, open episode severity, cooldown."""
+        table.add_column("rule_hits", dtype=np.int64)
+        table.add_column("rule_episode", dtype=np.int8)
+        table.add_column("rule_cooldown")
+        self._table = table
 
     def threshold_of(self, severity: int) -> float:
         """The threshold a point crossed to get ``severity``."""
         return self.critical_threshold if severity == 2 else self.warning_threshold
+
+    def step(self, slots: IntArray, score: FloatArray) -> RuleStep:
+        """Decide one point per slot (distinct slots) and advance the rule's state."""
+        assert self._table is not None, "bind() first"
+        hits_col = self._table.column("rule_hits")
+        episode_col = self._table.column("rule_episode")
+        cooldown_col = self._table.column("rule_cooldown")
+        hit = score >= self.warning_threshold
+        hits = ((hits_col[slots] << 1) | hit.astype(np.int64)) & self._window_mask
+        episode = episode_col[slots]
+        cooldown = cooldown_col[slots]
+        # Hysteresis: an open episode closes once the score drops below the clear threshold.
+        episode = np.where(score < self.clear_threshold, 0, episode).astype(np.int8)
+        armed = (episode == 0) & (cooldown <= 0)
+        enough = _popcount(hits) >= self.min_hits
+        critical = score >= self.critical_threshold
+        fire = armed & enough
+        escalate = (episode == 1) & critical
+        severity = np.where(fire | escalate, np.where(critical, 2, 1), 0).astype(np.int8)
+        episode = np.where(severity > 0, severity, episode).astype(np.int8)
+        cooldown = np.where(fire, self.cooldown_points, np.maximum(cooldown - 1, 0))
+        hits_col[slots], episode_col[slots], cooldown_col[slots] = hits, episode, cooldown
+        return RuleStep(severity=severity, armed=armed, hit=hit)
+
+
+def _popcount(bits: IntArray) -> IntArray:
+    """Set bits per entry of a non-negative int64 array."""
+    count = np.zeros_like(bits)
+    work = bits.copy()
+    while work.any():
+        count += work & 1
+        work >>= 1
+    return count

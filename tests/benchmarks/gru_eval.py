@@ -20,8 +20,7 @@ from streamrnn.decode import DecodedMessage
 from streamrnn.engine.engine import Engine, ModelGroup
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 from streamrnn.forecast.train import TrainConfig, TrainReport, train_model
-from streamrnn.scoring.alert_rule import ThresholdRule
-from streamrnn.scoring.residual_tail import ResidualTailScorer
+from streamrnn.scoring.chain import build_chain
 
 FloatArray = npt.NDArray[np.float64]
 Corpus = Mapping[str, tuple[FloatArray, FloatArray]]
@@ -59,13 +58,9 @@ def engine_forecasts(model: RecurrentForecaster, corpus: Corpus) -> dict[str, Fl
     points per series per batch, so each batch is one model call over all series.
     """
     settings = Settings()
-    scoring = settings.scoring
     engine = Engine(
         groups=[ModelGroup("global", None, model, "bench")],
-        scorer=ResidualTailScorer(alpha=scoring.residual_alpha),
-        rule=ThresholdRule(
-            scoring.warmup_points, scoring.warning_threshold, scoring.critical_threshold
-        ),
+        chain=build_chain(settings.scoring),
         max_series=max(len(corpus), 1),
         normaliser_alpha=settings.series.normaliser_alpha,
     )

@@ -232,15 +232,15 @@ def _run_cli(cwd: Path, config: str, extra_env: dict[str, str]) -> subprocess.Co
             id="wrong-type",
         ),
         pytest.param(
-            "scoring:\n  warning_threshold: 1.5\n",
+            "scoring:\n  alert:\n    warning_threshold: 1.5\n",
             {},
-            ["scoring.warning_threshold", "less than 1", "1.5"],
+            ["scoring.alert.warning_threshold", "less than or equal to 1", "1.5"],
             id="out-of-range",
         ),
         pytest.param(
-            "scoring:\n  warning_threshold: 0.99\n  critical_threshold: 0.9\n",
+            "scoring:\n  alert:\n    warning_threshold: 0.99\n    critical_threshold: 0.9\n",
             {},
-            ["scoring.critical_threshold", "must be >= warning_threshold (0.99)", "0.9"],
+            ["scoring.alert.critical_threshold", "must be >= warning_threshold (0.99)", "0.9"],
             id="critical-below-warning",
         ),
         pytest.param(

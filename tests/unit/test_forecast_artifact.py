@@ -19,8 +19,7 @@ from streamrnn.engine.engine import Engine, EngineBatchResult, ModelGroup
 from streamrnn.forecast import artifact
 from streamrnn.forecast.artifact import ARTIFACT_FORMAT, ArtifactError, feature_spec
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
-from streamrnn.scoring.alert_rule import ThresholdRule
-from streamrnn.scoring.residual_tail import ResidualTailScorer
+from streamrnn.scoring.chain import build_chain
 
 T0 = 1_700_000_000.0
 
@@ -56,11 +55,9 @@ def _run(engine: Engine) -> list[EngineBatchResult]:
 
 def _engine_over(model: RecurrentForecaster) -> Engine:
     """An engine serving ``model`` from memory, otherwise configured as by build_engine."""
-    s = Settings().scoring
     return Engine(
         groups=[ModelGroup("global", None, model, "in-memory")],
-        scorer=ResidualTailScorer(alpha=s.residual_alpha),
-        rule=ThresholdRule(s.warmup_points, s.warning_threshold, s.critical_threshold),
+        chain=build_chain(Settings().scoring),
         max_series=100,
         normaliser_alpha=0.01,
     )

@@ -17,8 +17,7 @@ from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult, ModelGroup
 from streamrnn.forecast import artifact
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
-from streamrnn.scoring.alert_rule import ThresholdRule
-from streamrnn.scoring.residual_tail import ResidualTailScorer
+from streamrnn.scoring.chain import build_chain
 
 T0 = 1_700_000_000.0
 STEP = 10.0
@@ -198,8 +197,7 @@ def test_engine_requires_the_last_group_to_be_the_catch_all() -> None:
     torch.manual_seed(0)
     model = RecurrentForecaster(ModelSpec(hidden_size=4))
     kwargs: dict[str, Any] = {
-        "scorer": ResidualTailScorer(alpha=0.02),
-        "rule": ThresholdRule(30, 0.999, 0.99999),
+        "chain": build_chain(Settings().scoring),
         "max_series": 10,
         "normaliser_alpha": 0.01,
     }
