@@ -100,7 +100,9 @@ class AlertRule:
         armed = (episode == 0) & (cooldown <= 0)
         enough = _popcount(hits) >= self.min_hits
         critical = score >= self.critical_threshold
-        fire = armed & enough
+        # A point fires only if it is itself a hit (old hits still in the window must not
+        # reopen an episode on the point that closed the last one).
+        fire = armed & enough & hit
         escalate = (episode == 1) & critical
         severity = np.where(fire | escalate, np.where(critical, 2, 1), 0).astype(np.int8)
         episode = np.where(severity > 0, severity, episode).astype(np.int8)

@@ -84,7 +84,9 @@ class ScoringChain:
             skip = np.zeros(len(slots), dtype=bool)
         else:
             skip = decision.hit & (skipped < self.max_skipped_points)
-        skipped_col[slots] = np.where(skip, skipped + 1, 0)
+        # The run of hits continues through learned hits; only a non-hit ends it, so a lasting
+        # change keeps being learned once max_skipped_points have been skipped.
+        skipped_col[slots] = np.where(skip, skipped + 1, np.where(decision.hit, skipped, 0))
         learn: BoolArray = ~skip
         self.calibrator.learn(slots[learn], raw[learn])
         return ChainStep(
