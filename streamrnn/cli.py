@@ -51,12 +51,22 @@ def _parser() -> argparse.ArgumentParser:
         "train", help="train a forecaster offline on CSV/Parquet series and write an artifact"
     )
     _add_config_arg(train)
-    train.add_argument(
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--data",
         type=Path,
-        required=True,
         help="a CSV/Parquet file or a folder of them: long format (series,ts,value) or one"
         " file per series (ts or timestamp, value)",
+    )
+    source.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="SERIES",
+        help="train on SERIES series of the built-in synthetic metrics corpus instead"
+        " (how the shipped default model is made)",
+    )
+    train.add_argument(
+        "--synthetic-points", type=int, default=4000, help="points per synthetic series"
     )
     train.add_argument(
         "--out", type=Path, default=Path("streamrnn-model.pt"), help="artifact file to write"

@@ -13,8 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from streamrnn.config import Settings
 from streamrnn.engine.build import untrained_model
 from streamrnn.forecast import artifact
-from streamrnn.forecast.dataset import DataError, load_series
+from streamrnn.forecast.dataset import DataError, SeriesData, load_series
 from streamrnn.forecast.train import TrainConfig, TrainProgress, train_model
+from streamrnn.pretrain_corpus import pretrain_corpus
 
 __all__ = ["run_training"]
 
@@ -23,11 +24,19 @@ def run_training(settings: Settings, args: argparse.Namespace) -> int:
     """Train one global model as ``args`` ask; returns the exit code."""
     console = Console(stderr=True)
     torch.set_num_threads(args.threads)
-    try:
-        data = load_series(args.data)
-    except DataError as exc:
-        print(f"streamrnn train: {exc}", file=sys.stderr)
-        return 2
+    if args.synthetic is not None:
+        data = SeriesData(pretrain_corpus(args.synthetic, args.synthetic_points, args.seed))
+        data_origin = (
+            f"synthetic pretrain corpus: {args.synthetic} series x {args.synthetic_points}"
+            f" points, seed {args.seed}"
+        )
+    else:
+        try:
+            data = load_series(args.data)
+        except DataError as exc:
+            print(f"streamrnn train: {exc}", file=sys.stderr)
+            return 2
+        data_origin = str(args.data)
     initial = None
     if args.warm_start is not None:
         try:
@@ -77,7 +86,7 @@ def run_training(settings: Settings, args: argparse.Namespace) -> int:
 
         model, report = train_model(data.series, spec, config, show, initial)
     metadata = {
-        "data": str(args.data),
+        "data": data_origin,
         "train_config": asdict(config),
         "report": report.as_dict(),
         "parent_version": None if args.warm_start is None else str(args.warm_start),
