@@ -156,8 +156,11 @@ class ModelConfig(_Section):
     time_delta_features: bool = True
     #: Seed for the weights of an untrained model (no ``artifact``), so instances agree.
     seed: int = 0
-    #: Trained model artifact (``streamrnn train``) of the global model; null = untrained.
+    #: Trained model artifact (``streamrnn train``) of the global model; null = see below.
     artifact: Path | None = None
+    #: Without an ``artifact``: true = the model shipped with streamrnn (pre-trained on
+    #: synthetic operational metrics, never on evaluation data), false = untrained weights.
+    pretrained: bool = True
     #: Named model groups; a series uses the first whose pattern matches, else the global model.
     groups: list[ModelGroupConfig] = Field(default_factory=list)
     #: Points ahead forecast after each point and published to ``topics.forecasts`` (0 = off).
@@ -187,7 +190,7 @@ class AlertConfig(_Section):
     min_hits: int = Field(1, ge=1, le=62)
     window_points: int = Field(1, ge=1, le=62)
     #: Points after an alert during which the series cannot open a new episode.
-    cooldown_points: int = Field(30, ge=0)
+    cooldown_points: int = Field(300, ge=0)
 
     @field_validator("critical_threshold")
     @classmethod
@@ -219,7 +222,7 @@ class ScoringConfig(_Section):
 
     #: ``tail``: how improbable this residual is given the series' recent residuals;
     #: ``likelihood``: how unusual the recent run of residuals is (Numenta-style).
-    calibration: Literal["tail", "likelihood"] = "tail"
+    calibration: Literal["tail", "likelihood"] = "likelihood"
     #: Weight of the newest raw score in the tail calibration's running mean and variance.
     tail_alpha: float = Field(0.02, gt=0, le=1)
     #: Weights of the likelihood's short-run average and of its long-run statistics.

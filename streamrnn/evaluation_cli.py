@@ -4,8 +4,9 @@ Writes, under ``--out``: one CSV per input file in NAB layout
 (``<category>/<file>.csv`` with ``timestamp,value,anomaly_score``), ``scores.txt`` (the
 NAB score table for the three profiles and a per-category breakdown) and the HTML report
 (``report/index.html``). The ``anomaly_score`` written is the score of every point at
-which the alert rule was armed (it could have fired), else 0: a threshold sweep over it,
-as NAB does, sees the alert stream the daemon would have produced.
+which the alert rule fired an alert, else 0: the file *is* the alert stream the daemon
+would have produced, and NAB's threshold sweep over it can only keep or drop alerts (as
+raising ``scoring.alert.warning_threshold`` would), never add any.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def run_evaluation(settings: Settings, args: argparse.Namespace) -> int:
         )
     seconds = time.perf_counter() - started
     _write_results(out_dir, replayed)
-    detections = {s.name: (s.timestamps, s.armed_score) for s in replayed if s.name in windows}
+    detections = {s.name: (s.timestamps, s.alert_score) for s in replayed if s.name in windows}
     scores = nab_score.score_table(detections, windows, profiles)
     lines = nab_score.format_score_lines(scores)
     points = sum(len(s.value) for s in replayed)
@@ -103,7 +104,7 @@ def _write_results(out_dir: Path, replayed: list[ReplayedSeries]) -> None:
         path = out_dir / s.name
         path.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(
-            {"timestamp": s.timestamp_text, "value": s.value, "anomaly_score": s.armed_score}
+            {"timestamp": s.timestamp_text, "value": s.value, "anomaly_score": s.alert_score}
         ).to_csv(path, index=False)
 
 
@@ -117,7 +118,7 @@ def _series_report(
         forecast=s.forecast,
         lower=s.forecast - Z95 * s.spread,
         upper=s.forecast + Z95 * s.spread,
-        score=s.armed_score,
+        score=s.score,
         alert_severity=s.severity,
         windows=windows,
         threshold=threshold,
@@ -134,7 +135,7 @@ def _notes(settings: Settings, version: str, seconds: float, points: int) -> dic
             else "untrained (seeded weights); normaliser and calibration learn online"
         ),
         "scoring": settings.scoring.model_dump_json(indent=2),
-        "anomaly_score": "score where the alert rule was armed, else 0",
+        "anomaly_score": "the score where the alert rule fired an alert, else 0",
         "runtime": f"{seconds:.1f} s for {points:,} points",
         "python": sys.version.split()[0],
         "numpy": np.__version__,

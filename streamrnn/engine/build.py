@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from streamrnn.config import ModelConfig, Settings
@@ -10,7 +12,12 @@ from streamrnn.forecast import artifact
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 from streamrnn.scoring.chain import build_chain
 
-__all__ = ["build_engine", "untrained_model"]
+__all__ = ["SHIPPED_MODEL", "build_engine", "untrained_model"]
+
+#: The model shipped with streamrnn, made by ``STREAMRNN_MODEL__DECAY=false streamrnn train
+#: --synthetic 150 --synthetic-points 3000 --seed 7 --epochs 25 --patience 3 --threads 1``
+#: (synthetic metrics only; see README).
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
 
 
 def untrained_model(config: ModelConfig) -> RecurrentForecaster:
@@ -33,8 +40,9 @@ def untrained_model(config: ModelConfig) -> RecurrentForecaster:
 def build_engine(settings: Settings) -> Engine:
     """An engine with the configured model groups, scorer and alert rule, and no series yet.
 
-    The global model is the trained artifact ``model.artifact`` if given, else an untrained
-    model seeded by ``model.seed`` (so instances, and a run and its re-run, agree). A group
+    The global model is the trained artifact ``model.artifact`` if given, else the shipped
+    model (``model.pretrained``), else an untrained model seeded by ``model.seed`` (so
+    instances, and a run and its re-run, agree). A group
     without an artifact of its own shares the global model's weights, with its own states.
     The normaliser's weight comes from the global artifact when there is one, since the
     model was trained on features normalised that way.
@@ -45,8 +53,11 @@ def build_engine(settings: Settings) -> Engine:
     torch.set_num_threads(settings.model.torch_threads)
     m = settings.model
     normaliser_alpha = settings.series.normaliser_alpha
-    if m.artifact is not None:
-        loaded = artifact.load(m.artifact)
+    artifact_path = (
+        m.artifact if m.artifact is not None else (SHIPPED_MODEL if m.pretrained else None)
+    )
+    if artifact_path is not None:
+        loaded = artifact.load(artifact_path)
         global_model, global_version = loaded.model, loaded.version
         normaliser_alpha = loaded.normaliser_alpha
     else:

@@ -51,6 +51,11 @@ class ReplayedSeries:
     severity: Int8Array
     rejected: int
 
+    @property
+    def alert_score(self) -> FloatArray:
+        """The score where an alert fired, else 0: the alert stream as a score column."""
+        fired: FloatArray = np.where(self.severity > 0, self.score, 0.0)
+        return fired
 
 def discover_files(data_dir: Path) -> list[str]:
     """Relative paths of the ``<category>/<file>.csv`` files under ``data_dir``, sorted."""

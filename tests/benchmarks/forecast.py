@@ -70,8 +70,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller corpora, fewer epochs")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="only the batched-step throughput table"
+    )
     args = parser.parse_args(argv)
     console = Console(width=140)
+    if args.throughput_only:
+        throughput(console)
+        return
     _preload_optional_modules()
 
     points = 1500 if args.quick else 3000

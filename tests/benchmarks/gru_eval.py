@@ -18,6 +18,7 @@ import torch
 from streamrnn.config import Settings
 from streamrnn.decode import DecodedMessage
 from streamrnn.engine.engine import Engine, ModelGroup
+from streamrnn.forecast.features import INPUT_SIZE, TIME_FEATURE_COUNT
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 from streamrnn.forecast.train import TrainConfig, TrainReport, train_model
 from streamrnn.scoring.chain import build_chain
@@ -89,8 +90,8 @@ def step_throughput(spec: ModelSpec, series_per_call: int, seconds: float = 1.0)
     model = RecurrentForecaster(spec).eval()
     k = series_per_call
     state = model.initial_state(k)
-    inputs = torch.randn(k, 1, 8)
-    target = torch.randn(k, 1, 7)
+    inputs = torch.randn(k, 1, INPUT_SIZE)
+    target = torch.randn(k, 1, TIME_FEATURE_COUNT)
     with torch.inference_mode():
         for _ in range(3):
             model.step(state, inputs, target)
@@ -105,10 +106,10 @@ def step_throughput(spec: ModelSpec, series_per_call: int, seconds: float = 1.0)
 
 def bare_gru_cell_throughput(hidden: int, series_per_call: int, seconds: float = 1.0) -> float:
     """Points per second of a bare ``torch.nn.GRUCell`` step: the reference for the target."""
-    cell = torch.nn.GRUCell(8, hidden)
+    cell = torch.nn.GRUCell(INPUT_SIZE, hidden)
     k = series_per_call
     h = torch.zeros(k, hidden)
-    x = torch.randn(k, 8)
+    x = torch.randn(k, INPUT_SIZE)
     with torch.inference_mode():
         for _ in range(3):
             cell(x, h)

@@ -55,7 +55,11 @@ def test_points_in_alerts_out_for_injected_anomalies(kafka_bootstrap: str, tmp_p
             for s, ts, v in stream[["series", "ts", "value"]].itertuples(index=False)
         ),
     )
-    daemon = Daemon(write_config(tmp_path / "c.yaml", kafka_bootstrap, topics), tmp_path / "d.log")
+    # No cooldown: an earlier alert on a series must not hide its injected spike here.
+    config = write_config(
+        tmp_path / "c.yaml", kafka_bootstrap, topics, scoring={"alert": {"cooldown_points": 0}}
+    )
+    daemon = Daemon(config, tmp_path / "d.log")
     try:
         wait_committed(kafka_bootstrap, topics, daemon)
     finally:

@@ -338,7 +338,7 @@ def test_no_alerts_during_warm_up_even_for_wild_points() -> None:
 
 
 def test_warm_up_counts_points_across_batches() -> None:
-    engine = _engine(scoring={"warmup_points": 10})
+    engine = _engine(scoring={"warmup_points": 10, "calibration": "tail"})
     values = _smooth(9)
     engine.process([_window("a", _times(9), values)])
     # The 10th point has seen 9 before it: still warm-up.

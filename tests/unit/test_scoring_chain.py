@@ -252,15 +252,15 @@ def test_armed_score_is_zero_while_an_episode_is_open() -> None:
 
 def test_build_chain_defaults() -> None:
     chain = build_chain(ScoringConfig())
-    assert isinstance(chain.calibrator, TailCalibrator)
-    assert chain.calibrator.alpha == 0.02
+    assert isinstance(chain.calibrator, LikelihoodCalibrator)
+    assert (chain.calibrator.short_alpha, chain.calibrator.long_alpha) == (0.3, 0.005)
     rule = chain.rule
     assert (rule.warning_threshold, rule.critical_threshold, rule.clear_threshold) == (
         0.4,
         0.6,
         0.2,
     )
-    assert (rule.min_hits, rule.window_points, rule.cooldown_points) == (1, 1, 30)
+    assert (rule.min_hits, rule.window_points, rule.cooldown_points) == (1, 1, 300)
     assert chain.warmup_points == 30
     assert chain.learn_from_anomalies is False
     assert chain.max_skipped_points == 20
