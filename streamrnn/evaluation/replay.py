@@ -57,6 +57,7 @@ class ReplayedSeries:
         fired: FloatArray = np.where(self.severity > 0, self.score, 0.0)
         return fired
 
+
 def discover_files(data_dir: Path) -> list[str]:
     """Relative paths of the ``<category>/<file>.csv`` files under ``data_dir``, sorted."""
     return sorted(p.relative_to(data_dir).as_posix() for p in data_dir.glob("*/*.csv"))
