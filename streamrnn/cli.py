@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         help="use this broker instead of starting the local one",
     )
     demo.add_argument("--series", type=int, default=40, help="synthetic series (default 40)")
-    demo.add_argument("--points", type=int, default=600, help="points per series (default 600)")
+    demo.add_argument("--points", type=int, default=1600, help="points per series (default 1600)")
     demo.add_argument(
         "--timeout", type=float, default=180.0, help="longest run of the daemon, seconds"
     )

@@ -233,10 +233,7 @@ def _summarise(stream: pd.DataFrame, alerts: list[dict[str, object]], console: C
         table.add_row(kind, str(n), f"{hit} ({100 * hit / max(n, 1):.0f} %)")
     console.print(table)
     other = len(alerts) - len(detected_alerts)
-    console.print(
-        f"Alerts not near an injected anomaly: {other} "
-        f"(over {len(stream):,} points; the model is untrained, see README)."
-    )
+    console.print(f"Alerts not near an injected anomaly: {other} (over {len(stream):,} points).")
     if alerts:
         top = alert_frame.groupby("series").size().sort_values(ascending=False).head(5)
         console.print("Series with most alerts: " + ", ".join(f"{s} ({n})" for s, n in top.items()))

@@ -3,7 +3,8 @@
 Each series is ``level + trend·t + amplitude·sin(2π t / period) + noise``, sampled at a
 base interval with jitter and occasional long gaps (2x to 20x the base interval). After a
 quiet lead-in, spikes (one point far off) and level shifts (a lasting step) are injected
-and labelled. Used by ``streamrnn demo``, the tests and the benchmarks.
+and labelled, one per equal segment of the series after the lead-in (so they are spaced
+out). Used by ``streamrnn demo``, the tests and the benchmarks.
 
 Pure numpy/pandas; knows nothing of Kafka or torch.
 """
@@ -63,7 +64,13 @@ def synthetic_stream(spec: SyntheticSpec) -> pd.DataFrame:
         anomaly = np.full(spec.points, "", dtype=object)
         room = spec.points - spec.lead_in_points - 20
         if spec.anomalies_per_series > 0 and room > 0:
-            picks = np.sort(rng.choice(room, spec.anomalies_per_series, replace=False))
+            # One anomaly per equal segment of the room, in the segment's middle half, so
+            # anomalies of a series are at least half a segment apart.
+            segment = room / spec.anomalies_per_series
+            picks = [
+                int(segment * (n + rng.uniform(0.25, 0.75)))
+                for n in range(spec.anomalies_per_series)
+            ]
             for n, offset in enumerate(picks):
                 i = spec.lead_in_points + int(offset)
                 sign = rng.choice([-1.0, 1.0])
