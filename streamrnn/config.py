@@ -222,12 +222,16 @@ class ScoringConfig(_Section):
 
     #: ``tail``: how improbable this residual is given the series' recent residuals;
     #: ``likelihood``: how unusual the recent run of residuals is (Numenta-style).
-    calibration: Literal["tail", "likelihood"] = "likelihood"
+    calibration: Literal["tail", "likelihood", "evt"] = "likelihood"
     #: Weight of the newest raw score in the tail calibration's running mean and variance.
     tail_alpha: float = Field(0.02, gt=0, le=1)
     #: Weights of the likelihood's short-run average and of its long-run statistics.
     likelihood_short_alpha: float = Field(0.3, gt=0, le=1)
     likelihood_long_alpha: float = Field(0.005, gt=0, le=1)
+    #: EVT: quantile of residual magnitudes above which peaks are modelled, and the weight
+    #: of the newest point in the peak rate.
+    evt_quantile: float = Field(0.98, gt=0.5, lt=1)
+    evt_rate_alpha: float = Field(0.002, gt=0, le=1)
     #: Points a series must have seen before it may alert; its score is 0 until then.
     warmup_points: int = Field(30, ge=1)
     #: Learn from hits too (false: an anomalous point does not update the series' state).

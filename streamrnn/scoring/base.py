@@ -6,9 +6,9 @@ Scoring is three separate steps (each its own module, individually tested):
    forecast's predicted spread;
 2. **calibration** (:mod:`streamrnn.scoring.tail`, :mod:`streamrnn.scoring.likelihood`):
    a per-series model of the series' own raw scores turns each into a tail probability
-   ``p`` (how often something this unusual happens), reported as the score
-   :func:`score_from_tail_probability` ``= min(1, -log10(p) / 10)``: 0.3 means p = 1e-3,
-   0.5 means p = 1e-5, 1.0 means p <= 1e-10. The log scale keeps extreme points
+   ``p`` (how often something this unusual happens), reported on a log scale by
+   :func:`score_from_log10_tail`: 0.3 means p = 1e-3, 0.5 means p = 1e-5, then the score
+   approaches 1 ever more slowly (p = 1e-10: 0.82). The log scale keeps extreme points
    distinguishable (a probability near 1 would round to 1.0);
 3. **alert rule** (:mod:`streamrnn.scoring.alert_rule`): thresholds with hysteresis,
    m-of-n hits, cooldown and severity.
@@ -27,21 +27,36 @@ import numpy.typing as npt
 
 from streamrnn.engine.series_table import SeriesTable
 
-__all__ = ["Calibrator", "score_from_tail_probability"]
+__all__ = ["Calibrator", "score_from_log10_tail", "score_from_tail_probability"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-#: Tail probabilities are floored here before the log (score 1.0).
-MIN_TAIL_PROBABILITY = 1e-10
+#: Up to this many decades of improbability (p = 1e-5) the score is linear: L / 10.
+LINEAR_DECADES = 5.0
+
+
+def score_from_log10_tail(decades: FloatArray) -> FloatArray:
+    """Score in [0, 1) from ``L = -log10(p)``, the decades of improbability of a point.
+
+    ``L / 10`` up to L = 5 (score 0.5, p = 1e-5), then ``1 - 0.5 exp(-(L - 5) / 5)``, which
+    continues with the same slope and approaches 1 without reaching it: p = 1e-10 scores
+    0.82, 1e-20 scores 0.975. Extreme points thus stay distinguishable from merely rare
+    ones (a threshold can still tell a 1e-12 from a 1e-40 point). NaN scores 0.
+    """
+    decades = np.where(np.isfinite(decades) | (decades > 0), np.maximum(decades, 0.0), 0.0)
+    linear = decades / 10.0
+    tail = 1.0 - 0.5 * np.exp(-(np.minimum(decades, 1e6) - LINEAR_DECADES) / LINEAR_DECADES)
+    score: FloatArray = np.where(decades <= LINEAR_DECADES, linear, tail)
+    return score
 
 
 def score_from_tail_probability(p: FloatArray) -> FloatArray:
-    """Score in [0, 1] from a tail probability: ``min(1, -log10(p) / 10)``; NaN p scores 0."""
-    p = np.where(np.isfinite(p), np.clip(p, MIN_TAIL_PROBABILITY, 1.0), 1.0)
-    score: FloatArray = -np.log10(p) / 10.0
-    return score
+    """:func:`score_from_log10_tail` of a tail probability ``p`` (NaN p scores 0)."""
+    with np.errstate(divide="ignore"):
+        decades = np.where(np.isfinite(p), -np.log10(np.clip(p, 0.0, 1.0)), 0.0)
+    return score_from_log10_tail(decades)
 
 
 class Calibrator(Protocol):

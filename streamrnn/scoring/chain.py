@@ -24,6 +24,7 @@ from streamrnn.config import ScoringConfig
 from streamrnn.engine.series_table import SeriesTable
 from streamrnn.scoring.alert_rule import AlertRule
 from streamrnn.scoring.base import Calibrator
+from streamrnn.scoring.evt import EVTCalibrator
 from streamrnn.scoring.likelihood import LikelihoodCalibrator
 from streamrnn.scoring.tail import TailCalibrator
 
@@ -100,7 +101,9 @@ class ScoringChain:
 def build_chain(config: ScoringConfig) -> ScoringChain:
     """The chain the configuration describes."""
     calibrator: Calibrator
-    if config.calibration == "likelihood":
+    if config.calibration == "evt":
+        calibrator = EVTCalibrator(config.evt_quantile, config.evt_rate_alpha)
+    elif config.calibration == "likelihood":
         calibrator = LikelihoodCalibrator(
             config.likelihood_short_alpha, config.likelihood_long_alpha
         )

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import erfc
+from scipy.special import log_ndtr
 
 from streamrnn.engine.series_table import SeriesTable
 from streamrnn.forecast.normaliser import ew_update
-from streamrnn.scoring.base import score_from_tail_probability
+from streamrnn.scoring.base import score_from_log10_tail
 
 __all__ = ["LikelihoodCalibrator"]
 
@@ -67,7 +67,7 @@ class LikelihoodCalibrator:
         spread = np.maximum(np.sqrt(self._table.column("lik_var")[slots]), MIN_SPREAD)
         count = self._table.column("lik_count")[slots]
         z = np.where(ok & (count >= MIN_LEARNED), (short - mean) / spread, -np.inf)
-        return score_from_tail_probability(0.5 * erfc(z / np.sqrt(2.0)))
+        return score_from_log10_tail(-log_ndtr(-z) / np.log(10.0))
 
     def learn(self, slots: IntArray, raw: FloatArray) -> None:
         """See :meth:`streamrnn.scoring.base.Calibrator.learn`."""

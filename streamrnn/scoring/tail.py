@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import erfc
+from scipy.special import log_ndtr
 
 from streamrnn.engine.series_table import SeriesTable
 from streamrnn.forecast.normaliser import ew_update
-from streamrnn.scoring.base import score_from_tail_probability
+from streamrnn.scoring.base import score_from_log10_tail
 
 __all__ = ["TailCalibrator"]
 
@@ -56,7 +56,8 @@ class TailCalibrator:
         spread = np.maximum(np.sqrt(var), MIN_SPREAD)
         usable = np.isfinite(raw) & (count >= MIN_LEARNED)
         z = np.where(usable, np.abs(raw - mean) / spread, 0.0)
-        return score_from_tail_probability(erfc(z / np.sqrt(2.0)))
+        # Two-sided tail, in decades, computed in log space so it never underflows.
+        return score_from_log10_tail(-(log_ndtr(-z) + np.log(2.0)) / np.log(10.0))
 
     def learn(self, slots: IntArray, raw: FloatArray) -> None:
         """See :meth:`streamrnn.scoring.base.Calibrator.learn`."""

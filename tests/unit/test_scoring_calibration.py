@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from streamrnn.engine.series_table import SeriesTable
-from streamrnn.scoring import likelihood, tail
+from streamrnn.scoring import evt, likelihood, tail
 from streamrnn.scoring.base import Calibrator, score_from_tail_probability
+from streamrnn.scoring.evt import EVTCalibrator
 from streamrnn.scoring.likelihood import LikelihoodCalibrator
 from streamrnn.scoring.tail import TailCalibrator
 
@@ -37,6 +38,11 @@ KINDS = {
         lambda: LikelihoodCalibrator(short_alpha=0.3, long_alpha=0.005),
         likelihood.MIN_LEARNED,
         ("lik_short", "lik_mean", "lik_var", "lik_count"),
+    ),
+    "evt": Kind(
+        lambda: EVTCalibrator(quantile=0.98, rate_alpha=0.002),
+        evt.MIN_LEARNED,
+        ("evt_t", "evt_phi", "evt_m", "evt_v", "evt_peaks", "evt_n", "evt_mean"),
     ),
 }
 
@@ -93,15 +99,15 @@ def _normal(n: int, seed: int = 0, sd: float = 1.0) -> np.ndarray[Any, Any]:
         (1e-4, 0.4),
         (1e-3, 0.3),
         (1e-5, 0.5),
-        (1e-10, 1.0),
+        (1e-10, 1.0 - 0.5 * np.exp(-1.0)),
         (1.0, 0.0),
         (0.0, 1.0),
-        (1e-30, 1.0),
+        (1e-30, 1.0 - 0.5 * np.exp(-5.0)),
         (np.nan, 0.0),
         (2.0, 0.0),
     ],
 )
-def test_tail_probability_maps_to_minus_log10_over_ten_capped_at_one(
+def test_tail_probability_maps_to_log10_decades_linear_then_compressed(
     p: float, score: float
 ) -> None:
     got = score_from_tail_probability(np.array([p]))
@@ -191,6 +197,8 @@ def test_calibration_is_monotone_in_the_size_of_the_raw_score(bound: Bound, sign
 
 
 def test_big_raw_after_many_small_ones_scores_near_one(bound: Bound) -> None:
+    if bound.kind is KINDS["evt"]:
+        pytest.skip("EVT needs many peaks: see test_evt_* below")
     slot = bound.slots("a")
     small = bound.feed(slot, _normal(300, seed=2))
     assert np.median(small) < 0.2
@@ -201,7 +209,7 @@ def test_big_raw_after_many_small_ones_scores_near_one(bound: Bound) -> None:
 def test_learning_one_series_leaves_another_untouched(bound: Bound) -> None:
     slots = bound.slots("a", "b")
     fresh_b = bound.state(1)
-    bound.feed(slots[:1], _normal(100, seed=3))
+    bound.feed(slots[:1], _normal(1000 if bound.kind is KINDS["evt"] else 100, seed=3))
     assert bound.state(1) == fresh_b
     # b has learned nothing: its points still score 0, while a's huge point scores high.
     scores = bound.cal.score(slots, np.array([50.0, 50.0]))
@@ -344,3 +352,36 @@ def test_likelihood_short_run_is_the_magnitude_for_a_series_first_point(
     assert lik_bound.state(0)["lik_short"] == 3.0
     lik_bound.cal.learn(slot, np.array([1e9]))
     assert lik_bound.state(0)["lik_short"] <= likelihood.LEARN_CLIP
+
+
+# --- EVT-specific ---------------------------------------------------------------------------
+
+
+def test_evt_scores_nothing_until_it_has_learned_enough() -> None:
+    b = _bound("evt")
+    slot = b.slots("a")
+    b.feed(slot, _normal(evt.MIN_LEARNED - 1, seed=4))
+    assert b.one(slot, 100.0) == 0.0
+    b.feed(slot, _normal(200, seed=5))
+    assert b.state(0)["evt_peaks"] >= evt.MIN_PEAKS
+    assert b.one(slot, 100.0) > 0.5
+
+
+def test_evt_knows_a_heavy_tail_from_a_light_one() -> None:
+    """The same residual is less surprising in a series whose own extremes are heavy."""
+    light, heavy = _bound("evt"), _bound("evt")
+    rng = np.random.default_rng(5)
+    light.feed(light.slots("a"), rng.normal(0, 1, 3000))
+    heavy.feed(heavy.slots("a"), rng.standard_t(2.5, 3000))
+    assert light.one(light.slots("a"), 8.0) > heavy.one(heavy.slots("a"), 8.0)
+    assert light.one(light.slots("a"), 8.0) >= 0.6
+
+
+def test_evt_threshold_tracks_the_configured_quantile() -> None:
+    b = _bound("evt")
+    slot = b.slots("a")
+    x = np.random.default_rng(6).normal(0, 1, 5000)
+    b.feed(slot, x)
+    expected = np.quantile(np.abs(x), 0.98)
+    assert abs(b.state(0)["evt_t"] - expected) < 0.35
+    assert abs(b.state(0)["evt_phi"] - 0.02) < 0.015
