@@ -179,18 +179,21 @@ class ModelConfig(_Section):
 class AlertConfig(_Section):
     """The alert rule: when a scored point raises an alert, and how loud."""
 
-    #: Score at or above which a point is a hit (score = -log10(tail probability) / 10,
-    #: so 0.4 is a 1-in-10,000 point).
-    warning_threshold: float = Field(0.4, gt=0, le=1)
-    #: Score at or above which an alert is critical (0.6: 1 in a million).
-    critical_threshold: float = Field(0.6, gt=0, le=1)
+    #: Score at or above which a point is a hit (see README: 0.4 is a 1-in-10,000 point,
+    #: 0.6 about one in a million).
+    warning_threshold: float = Field(0.6, gt=0, le=1)
+    #: Score at or above which an alert is critical (0.7: about one in 30 million).
+    critical_threshold: float = Field(0.7, gt=0, le=1)
     #: An alert episode stays open (no new alert) until the score drops below this.
     clear_threshold: float = Field(0.2, ge=0, le=1)
     #: Hits needed among the last ``window_points`` points to fire (m-of-n).
     min_hits: int = Field(1, ge=1, le=62)
     window_points: int = Field(1, ge=1, le=62)
     #: Points after an alert during which the series cannot open a new episode.
-    cooldown_points: int = Field(300, ge=0)
+    cooldown_points: int = Field(0, ge=0)
+    #: Seconds after an alert during which the series cannot open a new episode (0 = off);
+    #: the default allows at most one alert episode per series per day.
+    cooldown_s: float = Field(86_400.0, ge=0)
 
     @field_validator("critical_threshold")
     @classmethod

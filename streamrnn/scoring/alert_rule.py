@@ -9,7 +9,8 @@ Per series, stepped one point at a time (vectorised over series):
   ``clear_threshold`` (hysteresis: a score hovering around the threshold raises one alert,
   not a flapping series of them). Within an open episode, a score reaching
   ``critical_threshold`` after a warning fires once more, as an escalation to critical;
-* after an alert, no new episode may fire for ``cooldown_points`` points;
+* after an alert, no new episode may fire for ``cooldown_points`` points, nor for
+  ``cooldown_s`` seconds (both must have passed);
 * the **severity** is ``critical`` when the score is at or above ``critical_threshold``,
   else ``warning``.
 
@@ -62,6 +63,7 @@ class AlertRule:
         min_hits: int = 1,
         window_points: int = 1,
         cooldown_points: int = 0,
+        cooldown_s: float = 0.0,
     ) -> None:
         if not 1 <= min_hits <= window_points <= 62:
             raise ValueError("need 1 <= min_hits <= window_points <= 62")
@@ -71,6 +73,7 @@ class AlertRule:
         self.min_hits = min_hits
         self.window_points = window_points
         self.cooldown_points = cooldown_points
+        self.cooldown_s = cooldown_s
         self._window_mask = (1 << window_points) - 1
         self._table: SeriesTable | None = None
 
@@ -79,14 +82,18 @@ class AlertRule:
         table.add_column("rule_hits", dtype=np.int64)
         table.add_column("rule_episode", dtype=np.int8)
         table.add_column("rule_cooldown")
+        table.add_column("rule_last_alert_ts", fill=-np.inf)
         self._table = table
 
     def threshold_of(self, severity: int) -> float:
         """The threshold a point crossed to get ``severity``."""
         return self.critical_threshold if severity == 2 else self.warning_threshold
 
-    def step(self, slots: IntArray, score: FloatArray) -> RuleStep:
-        """Decide one point per slot (distinct slots) and advance the rule's state."""
+    def step(self, slots: IntArray, score: FloatArray, ts: FloatArray | None = None) -> RuleStep:
+        """Decide one point per slot (distinct slots) and advance the rule's state.
+
+        ``ts`` (epoch s) of the points is needed for ``cooldown_s``.
+        """
         assert self._table is not None, "bind() first"
         hits_col = self._table.column("rule_hits")
         episode_col = self._table.column("rule_episode")
@@ -98,6 +105,9 @@ class AlertRule:
         # Hysteresis: an open episode closes once the score drops below the clear threshold.
         episode = np.where(score < self.clear_threshold, 0, episode).astype(np.int8)
         armed = (episode == 0) & (cooldown <= 0)
+        last_alert_ts = self._table.column("rule_last_alert_ts")[slots]
+        if self.cooldown_s > 0 and ts is not None:
+            armed &= ts - last_alert_ts >= self.cooldown_s
         enough = _popcount(hits) >= self.min_hits
         critical = score >= self.critical_threshold
         # A point fires only if it is itself a hit (old hits still in the window must not
@@ -108,6 +118,8 @@ class AlertRule:
         episode = np.where(severity > 0, severity, episode).astype(np.int8)
         cooldown = np.where(fire, self.cooldown_points, np.maximum(cooldown - 1, 0))
         hits_col[slots], episode_col[slots], cooldown_col[slots] = hits, episode, cooldown
+        if ts is not None:
+            self._table.column("rule_last_alert_ts")[slots] = np.where(fire, ts, last_alert_ts)
         return RuleStep(severity=severity, armed=armed, hit=hit)
 
 

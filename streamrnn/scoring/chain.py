@@ -72,13 +72,19 @@ class ScoringChain:
         table.add_column("skipped_run")
         self._table = table
 
-    def step(self, slots: IntArray, raw: FloatArray, seen_before: FloatArray) -> ChainStep:
+    def step(
+        self,
+        slots: IntArray,
+        raw: FloatArray,
+        seen_before: FloatArray,
+        ts: FloatArray | None = None,
+    ) -> ChainStep:
         """Score one point per slot (distinct slots), decide alerts, and learn the scores of
         the points that may be learned. ``seen_before``: points the series had seen."""
         assert self._table is not None, "bind() first"
         warm = seen_before >= self.warmup_points
         score = np.where(warm, self.calibrator.score(slots, raw), 0.0)
-        decision = self.rule.step(slots, score)
+        decision = self.rule.step(slots, score, ts)
         skipped_col = self._table.column("skipped_run")
         skipped = skipped_col[slots]
         if self.learn_from_anomalies:
@@ -117,6 +123,7 @@ def build_chain(config: ScoringConfig) -> ScoringChain:
         min_hits=a.min_hits,
         window_points=a.window_points,
         cooldown_points=a.cooldown_points,
+        cooldown_s=a.cooldown_s,
     )
     return ScoringChain(
         calibrator,

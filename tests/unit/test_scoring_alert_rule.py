@@ -271,3 +271,24 @@ def test_rule_declares_its_columns_once() -> None:
     rule.bind(table)
     with pytest.raises(ValueError, match="already exists"):
         rule.bind(table)
+
+
+def test_cooldown_in_seconds_holds_new_episodes_back_whatever_the_sampling_rate() -> None:
+    for interval_s in (60.0, 3600.0):
+        rule = AlertRule(0.4, 0.6, 0.2, cooldown_s=86_400.0)
+        table = SeriesTable(max_series=4)
+        rule.bind(table)
+        slot = table.resolve(["a"], [None])
+        fired = []
+        for i in range(200):
+            ts = i * interval_s
+            score = 0.5 if i % 10 == 0 else 0.0  # a fresh episode every 10 points
+            step = rule.step(slot, np.array([score]), np.array([ts]))
+            if step.severity[0] > 0:
+                fired.append(ts)
+        gaps = np.diff(fired)
+        assert len(fired) >= 1
+        assert (gaps >= 86_400.0).all()
+        # Minutely: 200 minutes hold one alert. Hourly: hits every 10 h, so every third one
+        # (30 h apart, the first at or past 24 h) fires: at 0, 30, 60, ... 180 hours.
+        assert len(fired) == (7 if interval_s == 3600.0 else 1)

@@ -256,11 +256,12 @@ def test_build_chain_defaults() -> None:
     assert (chain.calibrator.short_alpha, chain.calibrator.long_alpha) == (0.3, 0.005)
     rule = chain.rule
     assert (rule.warning_threshold, rule.critical_threshold, rule.clear_threshold) == (
-        0.4,
         0.6,
+        0.7,
         0.2,
     )
-    assert (rule.min_hits, rule.window_points, rule.cooldown_points) == (1, 1, 300)
+    assert (rule.min_hits, rule.window_points, rule.cooldown_points) == (1, 1, 0)
+    assert rule.cooldown_s == 86_400.0
     assert chain.warmup_points == 30
     assert chain.learn_from_anomalies is False
     assert chain.max_skipped_points == 20
