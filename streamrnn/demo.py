@@ -44,6 +44,8 @@ WINDOW_POINTS = 16
 DETECTION_POINTS = 3
 #: Input partitions of the demo topic.
 DEMO_PARTITIONS = 4
+#: Alert cooldown of the demo's daemon, seconds (the default is a day; the stream spans one).
+DEMO_COOLDOWN_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,8 @@ def _demo_on(settings: Settings, options: DemoOptions, run_id: str, console: Con
     messages = _produce_stream(settings, input_topic, stream)
     console.print(
         f"Produced {len(stream):,} points of {options.series} series as {messages:,} messages"
-        f" ({stream['anomaly'].ne('').sum()} injected anomalies)."
+        f" ({stream['anomaly'].ne('').sum()} injected anomalies); the daemon runs with an"
+        f" alert cooldown of {DEMO_COOLDOWN_S} s instead of a day, as the stream spans a day."
     )
 
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"streamrnn-demo-{run_id}"
@@ -109,6 +112,9 @@ def _demo_on(settings: Settings, options: DemoOptions, run_id: str, console: Con
         "STREAMRNN_TOPICS__INPUT": orjson.dumps([input_topic]).decode(),
         "STREAMRNN_TOPICS__ALERTS": alert_topic,
         "STREAMRNN_LOGGING__FORMAT": "json",
+        # The synthetic stream spans about a day; the default one-day cooldown would allow
+        # a single alert per series in it.
+        "STREAMRNN_SCORING__ALERT__COOLDOWN_S": str(DEMO_COOLDOWN_S),
     }
     cmd = [sys.executable, "-m", "streamrnn", "run"]
     if options.config_path:
