@@ -95,7 +95,8 @@ def test_hidden_state_is_carried_between_messages_and_kept_per_series(
     # survive between separate polls; then the same three final points for both.
     history_a = [point("a", t0 + 60 * i, 10 + 3 * math.sin(i / 5)) for i in range(60)]
     history_b = [point("b", t0 + 60 * i, 10 + 0.05 * i) for i in range(60)]
-    daemon = Daemon(write_config(tmp_path / "c.yaml", kafka_bootstrap, topics), tmp_path / "d.log")
+    config = write_config(tmp_path / "c.yaml", kafka_bootstrap, topics, model={"horizon_points": 3})
+    daemon = Daemon(config, tmp_path / "d.log")
     try:
         produce(kafka_bootstrap, topics.input, history_a[:30] + history_b[:30])
         wait_committed(kafka_bootstrap, topics, daemon)
@@ -119,6 +120,14 @@ def test_hidden_state_is_carried_between_messages_and_kept_per_series(
         assert all(r["forecast"] is not None for r in records[1:])
     final_a = [r["forecast"] for r in by_series["a"][-3:]]
     final_b = [r["forecast"] for r in by_series["b"][-3:]]
+    # Multi-step forecasts ride on the last record of each series in a batch: 3 steps ahead
+    # at the series' typical interval (about 60 s), intervals widening with the step.
+    last = by_series["a"][-1]
+    assert last["horizon"] is not None and len(last["horizon"]) == 3
+    steps = np.diff([last["ts"]] + [h["ts"] for h in last["horizon"]])
+    assert np.allclose(steps, steps[0]) and 50 < steps[0] < 70
+    widths = [h["upper"] - h["lower"] for h in last["horizon"]]
+    assert widths == sorted(widths)
     # Same next values, different histories: different forecasts.
     assert not np.allclose(final_a, final_b, rtol=1e-3, atol=1e-3)
     # The same input twice in a row does not give the same forecast: the state moved on.
