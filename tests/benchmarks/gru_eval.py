@@ -56,9 +56,12 @@ def engine_forecasts(model: RecurrentForecaster, corpus: Corpus) -> dict[str, Fl
     """One-step forecasts of every point of every series, through the daemon's engine.
 
     Series are streamed side by side in time order, a window of :data:`WINDOW_POINTS`
-    points per series per batch, so each batch is one model call over all series.
+    points per series per batch, so each batch is one model call over all series. Every
+    point is learned (``learn_from_anomalies``): this measures forecasting, and a detection
+    policy that holds anomalous points back would otherwise change the states being
+    compared (it is evaluated by ``streamrnn evaluate`` instead).
     """
-    settings = Settings()
+    settings = Settings(scoring={"learn_from_anomalies": True})
     engine = Engine(
         groups=[ModelGroup("global", None, model, "bench")],
         chain=build_chain(settings.scoring),
