@@ -235,6 +235,8 @@ class ScoringConfig(_Section):
     #: of the newest point in the peak rate.
     evt_quantile: float = Field(0.98, gt=0.5, lt=1)
     evt_rate_alpha: float = Field(0.002, gt=0, le=1)
+    #: Shrink raw scores at times of day whose residuals are usually large (see README).
+    seasonal_deflation: bool = True
     #: Points a series must have seen before it may alert; its score is 0 until then.
     warmup_points: int = Field(30, ge=1)
     #: Learn from hits too (false: an anomalous point does not update the series' state).

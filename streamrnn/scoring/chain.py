@@ -26,6 +26,7 @@ from streamrnn.scoring.alert_rule import AlertRule
 from streamrnn.scoring.base import Calibrator
 from streamrnn.scoring.evt import EVTCalibrator
 from streamrnn.scoring.likelihood import LikelihoodCalibrator
+from streamrnn.scoring.seasonal import SeasonalDeflation
 from streamrnn.scoring.tail import TailCalibrator
 
 __all__ = ["ChainStep", "ScoringChain", "build_chain"]
@@ -57,18 +58,22 @@ class ScoringChain:
         warmup_points: int,
         learn_from_anomalies: bool,
         max_skipped_points: int,
+        seasonal: SeasonalDeflation | None = None,
     ) -> None:
         self.calibrator = calibrator
         self.rule = rule
         self.warmup_points = warmup_points
         self.learn_from_anomalies = learn_from_anomalies
         self.max_skipped_points = max_skipped_points
+        self.seasonal = seasonal
         self._table: SeriesTable | None = None
 
     def bind(self, table: SeriesTable) -> None:
         """Declare the columns of every step, and the skipped-points counter."""
         self.calibrator.bind(table)
         self.rule.bind(table)
+        if self.seasonal is not None:
+            self.seasonal.bind(table)
         table.add_column("skipped_run")
         self._table = table
 
@@ -83,6 +88,10 @@ class ScoringChain:
         the points that may be learned. ``seen_before``: points the series had seen."""
         assert self._table is not None, "bind() first"
         warm = seen_before >= self.warmup_points
+        if self.seasonal is not None and ts is not None:
+            original = raw
+            raw = self.seasonal.deflate(slots, raw, ts)
+            self.seasonal.learn(slots, original, ts)
         score = np.where(warm, self.calibrator.score(slots, raw), 0.0)
         decision = self.rule.step(slots, score, ts)
         skipped_col = self._table.column("skipped_run")
@@ -131,4 +140,5 @@ def build_chain(config: ScoringConfig) -> ScoringChain:
         config.warmup_points,
         config.learn_from_anomalies,
         config.max_skipped_points,
+        seasonal=SeasonalDeflation() if config.seasonal_deflation else None,
     )
