@@ -8,9 +8,11 @@ a residual with the series' recent residuals, would flag it every day.
 Per series this keeps, for each 30-minute bin of the day (UTC), a running mean of the raw
 score's magnitude, and the series' overall running mean magnitude. A raw score is divided by
 ``max(1, bin_mean / overall_mean)``: residuals in a bin that is usually rougher than the
-series as a whole are shrunk in proportion, residuals elsewhere are left as they are. A bin
-not seen yet leaves the raw score unchanged. Magnitudes are learned from every scored point
-(anomalous or not), so a rhythm is recognised after it has been seen once or twice.
+series as a whole are shrunk in proportion, residuals elsewhere are left as they are. Only a
+bin first seen on an *earlier day* deflates (a rhythm has to recur to count), so a series
+younger than a day, or a bin not seen before, leaves the raw score unchanged. Magnitudes
+are learned from every scored point (anomalous or not), so a rhythm is recognised after it
+has been seen once or twice.
 
 Pure numpy; knows nothing of Kafka or torch.
 """
@@ -48,6 +50,7 @@ class SeasonalDeflation:
         """Declare the per-bin means and counts and the overall mean magnitude."""
         table.add_column("season_mag", shape=(BINS,))
         table.add_column("season_count", shape=(BINS,))
+        table.add_column("season_first_day", shape=(BINS,), fill=np.inf)
         table.add_column("season_overall")
         table.add_column("season_overall_count")
         self._table = table
@@ -57,7 +60,8 @@ class SeasonalDeflation:
         assert self._table is not None, "bind() first"
         rows = _bins(ts)
         mag = self._table.column("season_mag")[slots, rows]
-        seen = self._table.column("season_count")[slots, rows] > 0
+        first_day = self._table.column("season_first_day")[slots, rows]
+        seen = first_day < np.floor(ts / DAY_S)
         overall = self._table.column("season_overall")[slots]
         ready = seen & (self._table.column("season_overall_count")[slots] >= 10)
         factor = np.where(ready, np.maximum(1.0, mag / np.maximum(overall, 1e-9)), 1.0)
@@ -71,6 +75,8 @@ class SeasonalDeflation:
         slots, magnitude, rows = slots[ok], np.minimum(np.abs(raw[ok]), LEARN_CLIP), _bins(ts[ok])
         mag_col = self._table.column("season_mag")
         count_col = self._table.column("season_count")
+        first_col = self._table.column("season_first_day")
+        first_col[slots, rows] = np.minimum(first_col[slots, rows], np.floor(ts[ok] / DAY_S))
         count = count_col[slots, rows] + 1.0
         weight = np.maximum(1.0 / count, BIN_ALPHA)
         mag_col[slots, rows] = mag_col[slots, rows] + weight * (magnitude - mag_col[slots, rows])

@@ -57,7 +57,10 @@ def test_points_in_alerts_out_for_injected_anomalies(kafka_bootstrap: str, tmp_p
     )
     # No cooldown: an earlier alert on a series must not hide its injected spike here.
     config = write_config(
-        tmp_path / "c.yaml", kafka_bootstrap, topics, scoring={"alert": {"cooldown_points": 0}}
+        tmp_path / "c.yaml",
+        kafka_bootstrap,
+        topics,
+        scoring={"alert": {"cooldown_points": 0, "cooldown_s": 0}},
     )
     daemon = Daemon(config, tmp_path / "d.log")
     try:
