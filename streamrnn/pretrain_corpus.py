@@ -20,11 +20,11 @@ Pure numpy; knows nothing of Kafka or torch.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
+
+from streamrnn.arrays import FloatArray
 
 __all__ = ["pretrain_corpus"]
 
-FloatArray = npt.NDArray[np.float64]
 
 _START_TS = 1_600_000_000.0
 _DAY_S = 86_400.0

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from streamrnn.arrays import FloatArray, Int8Array, IntArray
 from streamrnn.decode import DecodedMessage, Rejection
 from streamrnn.engine.series_table import SeriesTable
 from streamrnn.forecast.features import FeatureState, learn_point, point_features
@@ -38,9 +39,6 @@ from streamrnn.scoring.raw import standardised_residual
 
 __all__ = ["Engine", "EngineBatchResult", "ModelGroup"]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-Int8Array = npt.NDArray[np.int8]
 
 #: Points a series must have seen before its residuals are scored (and learned by the scorer).
 MIN_SEEN_TO_SCORE = 2

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
+
+from streamrnn.arrays import IntArray
 
 __all__ = ["SeriesTable"]
 
-IntArray = npt.NDArray[np.int64]
 
 _INITIAL_CAPACITY = 1024
 

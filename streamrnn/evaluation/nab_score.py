@@ -40,6 +40,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from streamrnn.arrays import FloatArray, IntArray
+
 __all__ = [
     "COLUMN_FORMATS",
     "PROFILES",
@@ -60,8 +62,6 @@ __all__ = [
     "score_table",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 TimestampArray = npt.NDArray[np.datetime64]
 
 Window = tuple[pd.Timestamp, pd.Timestamp]

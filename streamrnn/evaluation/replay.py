@@ -23,13 +23,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from streamrnn.arrays import FloatArray, Int8Array
 from streamrnn.decode import DecodedMessage
 from streamrnn.engine.engine import Engine
 
 __all__ = ["ReplayedSeries", "discover_files", "replay_files"]
 
-FloatArray = npt.NDArray[np.float64]
-Int8Array = npt.NDArray[np.int8]
 
 #: Points per window message in the replay.
 WINDOW_POINTS = 256

@@ -26,6 +26,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from streamrnn.arrays import FloatArray, Int8Array
 from streamrnn.evaluation.nab_score import (
     COLUMN_FORMATS,
     CorpusScore,
@@ -37,8 +38,6 @@ from streamrnn.evaluation.nab_score import (
 
 __all__ = ["SeriesReport", "plot_series", "write_report"]
 
-FloatArray = npt.NDArray[np.float64]
-Int8Array = npt.NDArray[np.int8]
 TimestampArray = npt.NDArray[np.datetime64]
 
 PLOT_SIZE_IN = (14.0, 5.0)

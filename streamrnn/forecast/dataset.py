@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
-__all__ = ["DataError", "SeriesData", "load_series"]
+from streamrnn.arrays import FloatArray
 
-FloatArray = npt.NDArray[np.float64]
+__all__ = ["DataError", "SeriesData", "load_series"]
 
 
 class DataError(ValueError):

@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import numpy.typing as npt
 
+from streamrnn.arrays import BoolArray, FloatArray
 from streamrnn.forecast.normaliser import ew_update, scale_of
 
 __all__ = [
@@ -60,8 +61,6 @@ __all__ = [
     "time_features",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 
 DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S

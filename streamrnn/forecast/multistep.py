@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
+from streamrnn.arrays import FloatArray
 from streamrnn.forecast.features import (
     INPUT_CLIP,
     FeatureState,
@@ -28,8 +28,6 @@ from streamrnn.forecast.gru import RecurrentForecaster
 from streamrnn.forecast.normaliser import scale_of
 
 __all__ = ["Horizon", "rollout"]
-
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)

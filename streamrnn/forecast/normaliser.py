@@ -11,11 +11,10 @@ Pure numpy; knows nothing of Kafka or torch.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
+
+from streamrnn.arrays import FloatArray
 
 __all__ = ["ew_update", "scale_of"]
-
-FloatArray = npt.NDArray[np.float64]
 
 
 def ew_update(

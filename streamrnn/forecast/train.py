@@ -28,15 +28,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
+from streamrnn.arrays import FloatArray
 from streamrnn.forecast.features import INPUT_CLIP, FeatureState, scan
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 
 __all__ = ["TrainConfig", "TrainProgress", "TrainReport", "train_model"]
 
-FloatArray = npt.NDArray[np.float64]
 SQRT2 = 2.0**0.5
 SeriesMap = Mapping[str, tuple[FloatArray, FloatArray]]
 

@@ -26,16 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
+from streamrnn.arrays import BoolArray, FloatArray, Int8Array, IntArray
 from streamrnn.engine.series_table import SeriesTable
 
 __all__ = ["SEVERITY_NAMES", "AlertRule", "RuleStep"]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-Int8Array = npt.NDArray[np.int8]
-BoolArray = npt.NDArray[np.bool_]
 
 SEVERITY_NAMES = {1: "warning", 2: "critical"}
 

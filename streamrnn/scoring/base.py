@@ -23,15 +23,12 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
+from streamrnn.arrays import FloatArray, IntArray
 from streamrnn.engine.series_table import SeriesTable
 
 __all__ = ["Calibrator", "score_from_log10_tail", "score_from_tail_probability"]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 
 #: Up to this many decades of improbability (p = 1e-5) the score is linear: L / 10.
 LINEAR_DECADES = 5.0

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
+from streamrnn.arrays import BoolArray, FloatArray, Int8Array, IntArray
 from streamrnn.config import ScoringConfig
 from streamrnn.engine.series_table import SeriesTable
 from streamrnn.scoring.alert_rule import AlertRule
@@ -30,11 +30,6 @@ from streamrnn.scoring.seasonal import SeasonalDeflation
 from streamrnn.scoring.tail import TailCalibrator
 
 __all__ = ["ChainStep", "ScoringChain", "build_chain"]
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-Int8Array = npt.NDArray[np.int8]
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)

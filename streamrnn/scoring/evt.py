@@ -20,15 +20,13 @@ Pure numpy; knows nothing of Kafka or torch.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
+from streamrnn.arrays import FloatArray, IntArray
 from streamrnn.engine.series_table import SeriesTable
 from streamrnn.scoring.base import score_from_log10_tail
 
 __all__ = ["EVTCalibrator"]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 #: Magnitudes a series must have learned, and peaks it must have seen, before it scores.
 MIN_LEARNED = 30

@@ -15,17 +15,15 @@ Pure numpy; knows nothing of Kafka or torch.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 from scipy.special import log_ndtr
 
+from streamrnn.arrays import FloatArray, IntArray
 from streamrnn.engine.series_table import SeriesTable
 from streamrnn.forecast.normaliser import ew_update
 from streamrnn.scoring.base import score_from_log10_tail
 
 __all__ = ["LikelihoodCalibrator"]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 #: Magnitudes are clipped to this before they are learned (robust long-run statistics).
 LEARN_CLIP = 10.0

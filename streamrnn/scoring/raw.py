@@ -8,11 +8,10 @@ Pure numpy; knows nothing of Kafka or torch.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
+
+from streamrnn.arrays import FloatArray
 
 __all__ = ["standardised_residual"]
-
-FloatArray = npt.NDArray[np.float64]
 
 
 def standardised_residual(

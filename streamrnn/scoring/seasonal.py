@@ -20,14 +20,12 @@ Pure numpy; knows nothing of Kafka or torch.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
+from streamrnn.arrays import FloatArray, IntArray
 from streamrnn.engine.series_table import SeriesTable
 
 __all__ = ["SeasonalDeflation"]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 DAY_S = 86_400.0
 #: Bins of the daily profile of residual magnitudes (30 minutes each).

@@ -13,17 +13,15 @@ Pure numpy; knows nothing of Kafka or torch.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 from scipy.special import log_ndtr
 
+from streamrnn.arrays import FloatArray, IntArray
 from streamrnn.engine.series_table import SeriesTable
 from streamrnn.forecast.normaliser import ew_update
 from streamrnn.scoring.base import score_from_log10_tail
 
 __all__ = ["TailCalibrator"]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 #: Raw scores are clipped to this magnitude before they are learned.
 LEARN_CLIP = 10.0
