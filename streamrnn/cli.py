@@ -154,6 +154,9 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # Handle SIGTERM/SIGINT from the first moment: a stop requested while torch is still
+    # importing must still end in a clean exit 0, not death by signal.
+    stop = _stop_on_signals()
     settings = _load(args)
     if settings is None:
         return EXIT_USAGE
@@ -163,7 +166,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     configure_logging(settings.logging.level, settings.logging.format)
     try:
-        return run_daemon(settings, _stop_on_signals())
+        return run_daemon(settings, stop)
     except ArtifactError as exc:
         print(f"streamrnn: invalid config: model artifact: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -11,11 +11,19 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamrnn.kafka.source import position_of
 
 __all__ = ["group_progress", "read_topic"]
+
+_COORDINATOR_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
 
 
 def read_topic(
@@ -69,7 +77,7 @@ def group_progress(
         for topic in topics:
             metadata = consumer.list_topics(topic, timeout=timeout_s)
             parts += [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
-        committed = consumer.committed(parts, timeout=timeout_s)
+        committed = _committed_with_retry(consumer, parts, timeout_s)
         done = total = 0
         for tp in committed:
             low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
@@ -79,3 +87,24 @@ def group_progress(
         return done, total
     finally:
         consumer.close()
+
+
+def _committed_with_retry(
+    consumer: Consumer, parts: list[TopicPartition], timeout_s: float
+) -> list[TopicPartition]:
+    """Committed offsets, retrying while the group coordinator is still being set up.
+
+    On a fresh broker the first offset fetch of a group can fail with NOT_COORDINATOR or
+    COORDINATOR_LOAD_IN_PROGRESS while the offsets topic is created; those are retriable.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result: list[TopicPartition] = consumer.committed(parts, timeout=timeout_s)
+            return result
+        except KafkaException as exc:
+            error = exc.args[0]
+            transient = error.retriable() or error.code() in _COORDINATOR_NOT_READY
+            if not transient or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

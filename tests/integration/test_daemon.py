@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,10 @@ def _committed(bootstrap: str, topics: Topics) -> int:
         return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
     finally:
         consumer.close()
+
+
+def test_sigterm_during_start_up_still_exits_zero(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topics = Topics.fresh(kafka_bootstrap, partitions=1)
+    daemon = Daemon(write_config(tmp_path / "c.yaml", kafka_bootstrap, topics), tmp_path / "d.log")
+    time.sleep(0.5)  # the process is still importing torch
+    assert daemon.stop() == 0
