@@ -229,7 +229,7 @@ class ScoringConfig(_Section):
     #: Weight of the newest raw score in the tail calibration's running mean and variance.
     tail_alpha: float = Field(0.02, gt=0, le=1)
     #: Weights of the likelihood's short-run average and of its long-run statistics.
-    likelihood_short_alpha: float = Field(0.3, gt=0, le=1)
+    likelihood_short_alpha: float = Field(0.2, gt=0, le=1)
     likelihood_long_alpha: float = Field(0.005, gt=0, le=1)
     #: EVT: quantile of residual magnitudes above which peaks are modelled, and the weight
     #: of the newest point in the peak rate.

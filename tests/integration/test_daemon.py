@@ -56,12 +56,13 @@ def test_points_in_alerts_out_for_injected_anomalies(kafka_bootstrap: str, tmp_p
             for s, ts, v in stream[["series", "ts", "value"]].itertuples(index=False)
         ),
     )
-    # No cooldown: an earlier alert on a series must not hide its injected spike here.
+    # No cooldown: an earlier alert on a series must not hide its injected spike here; tail
+    # calibration: it judges each point on its own (the default likelihood averages a few).
     config = write_config(
         tmp_path / "c.yaml",
         kafka_bootstrap,
         topics,
-        scoring={"alert": {"cooldown_points": 0, "cooldown_s": 0}},
+        scoring={"calibration": "tail", "alert": {"cooldown_points": 0, "cooldown_s": 0}},
     )
     daemon = Daemon(config, tmp_path / "d.log")
     try:

@@ -140,7 +140,8 @@ def test_points_in_chunks_of_batches_match_one_window_of_all_points(
     ts, values = _times(n), _smooth(n, seed=3)
     values[40] += 8.0  # a spike, so some points alert
     settings: dict[str, Any] = {
-        "scoring": {"warmup_points": 10},
+        # Tail calibration: a single spike alerts at once (the default likelihood averages).
+        "scoring": {"warmup_points": 10, "calibration": "tail"},
         "model": {"num_layers": layers, "hidden_size": 64 if layers == 1 else 16},
     }
 

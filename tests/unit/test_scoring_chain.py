@@ -253,7 +253,7 @@ def test_armed_score_is_zero_while_an_episode_is_open() -> None:
 def test_build_chain_defaults() -> None:
     chain = build_chain(ScoringConfig())
     assert isinstance(chain.calibrator, LikelihoodCalibrator)
-    assert (chain.calibrator.short_alpha, chain.calibrator.long_alpha) == (0.3, 0.005)
+    assert (chain.calibrator.short_alpha, chain.calibrator.long_alpha) == (0.2, 0.005)
     rule = chain.rule
     assert (rule.warning_threshold, rule.critical_threshold, rule.clear_threshold) == (
         0.6,
