@@ -119,6 +119,9 @@ class TopicsConfig(_Section):
     alerts: str = Field("streamrnn-alerts", min_length=1)
     #: When set, every scored point's forecast is published here too (keyed by series).
     forecasts: str | None = None
+    #: When set, every rejected message goes here: its original key and bytes, with headers
+    #: naming the reason and the source topic, partition and offset (the topic must exist).
+    dead_letter: str | None = None
 
 
 class ConsumeConfig(_Section):

@@ -157,10 +157,11 @@ def _handle_batch(
     decoded: list[DecodedMessage] = []
     origins: list[Message] = []
     max_bytes = settings.consume.max_message_bytes
+    dead_letter = settings.topics.dead_letter
     for msg in messages:
         result = decode_message(msg.value(), max_bytes)
         if isinstance(result, Rejection):
-            _log_rejection(result, msg, stats)
+            _reject(result, msg, stats, sink, dead_letter)
         else:
             decoded.append(result)
             origins.append(msg)
@@ -169,8 +170,12 @@ def _handle_batch(
     if not decoded:
         return
     batch = engine.process(decoded)
+    sent: set[tuple[int, str]] = set()
     for index, rejection in batch.rejections:
-        _log_rejection(rejection, origins[index], stats)
+        # A window message with several bad points is dead-lettered once per reason.
+        first = (index, rejection.reason) not in sent
+        sent.add((index, rejection.reason))
+        _reject(rejection, origins[index], stats, sink, dead_letter if first else None)
     stats.points += len(batch)
     _produce_alerts(settings, engine, sink, batch, decoded, origins, stats)
     if settings.topics.forecasts:
@@ -276,8 +281,33 @@ def _horizon_by_slot(batch: EngineBatchResult) -> dict[int, list[HorizonPoint]]:
     return out
 
 
-def _log_rejection(rejection: Rejection, msg: Message, stats: DaemonStats) -> None:
+def _reject(
+    rejection: Rejection,
+    msg: Message,
+    stats: DaemonStats,
+    sink: AckedSink,
+    dead_letter: str | None,
+) -> None:
+    """Count and log a rejected message, and dead-letter it when a topic is configured.
+
+    The dead-letter record keeps the original key and bytes; headers say why and where from.
+    It is acknowledged before the offsets are committed, like an alert.
+    """
     stats.rejected[rejection.reason] += 1
+    if dead_letter is not None:
+        topic, partition, offset = position_of(msg)
+        sink.send(
+            dead_letter,
+            msg.key(),
+            msg.value(),
+            [
+                ("streamrnn.reason", rejection.reason.encode()),
+                ("streamrnn.detail", rejection.detail.encode()),
+                ("streamrnn.source.topic", topic.encode()),
+                ("streamrnn.source.partition", str(partition).encode()),
+                ("streamrnn.source.offset", str(offset).encode()),
+            ],
+        )
     log.warning(
         "message rejected",
         reason=rejection.reason,

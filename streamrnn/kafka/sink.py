@@ -14,7 +14,8 @@ from confluent_kafka import KafkaError, Message, Producer
 
 __all__ = ["AckedSink"]
 
-_Record = tuple[str, bytes, bytes]
+_Headers = list[tuple[str, str | bytes | None]]
+_Record = tuple[str, bytes | None, bytes | None, _Headers | None]
 
 
 class AckedSink:
@@ -27,9 +28,15 @@ class AckedSink:
         self._failed: list[_Record] = []
         self.delivered = 0
 
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: _Headers | None = None,
+    ) -> None:
         """Queue one record; blocks briefly (serving callbacks) while the local queue is full."""
-        record: _Record = (topic, key, value)
+        record: _Record = (topic, key, value, headers)
 
         def report(err: KafkaError | None, _msg: Message) -> None:
             self._pending -= 1
@@ -41,7 +48,9 @@ class AckedSink:
 
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=report)
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=report
+                )
                 self._pending += 1
                 return
             except BufferError:
@@ -65,5 +74,5 @@ class AckedSink:
                 retry, self._failed = self._failed, []
                 time.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
-                for topic, key, value in retry:
-                    self.send(topic, key, value)
+                for topic, key, value, headers in retry:
+                    self.send(topic, key, value, headers)

@@ -41,11 +41,11 @@ class Topics:
         return topics
 
 
-def write_config(path: Path, bootstrap: str, topics: Topics, **sections: dict[str, Any]) -> Path:
+def write_config(path: Path, bootstrap: str, names: Topics, **sections: dict[str, Any]) -> Path:
     """A config file for the daemon under test (sections override the defaults)."""
     doc: dict[str, Any] = {
-        "kafka": {"bootstrap_servers": bootstrap, "group_id": topics.group},
-        "topics": {"input": [topics.input], "alerts": topics.alerts, "forecasts": topics.forecasts},
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": names.group},
+        "topics": {"input": [names.input], "alerts": names.alerts, "forecasts": names.forecasts},
         "consume": {"poll_timeout_s": 0.2},
         "logging": {"format": "json", "level": "INFO"},
     }

@@ -10,7 +10,10 @@ import numpy as np
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
+from streamrnn.kafka.clients import create_topics
+from streamrnn.kafka.inspect import read_topic
 from streamrnn.synthetic import SyntheticSpec, synthetic_stream
 
 from .harness import (
@@ -145,8 +148,12 @@ def test_hidden_state_is_carried_between_messages_and_kept_per_series(
     assert errors.mean() < 3.0
 
 
-def test_malformed_messages_are_logged_and_skipped(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_malformed_messages_are_logged_dead_lettered_and_skipped(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     topics = Topics.fresh(kafka_bootstrap, partitions=1)
+    dead_letter = f"dead-{topics.group}"
+    create_topics(AdminClient({"bootstrap.servers": kafka_bootstrap}), [dead_letter])
     t0 = 1_700_000_000.0
     good_before = [point("ok", t0 + 60 * i, float(i % 7)) for i in range(5)]
     bad = [
@@ -160,7 +167,10 @@ def test_malformed_messages_are_logged_and_skipped(kafka_bootstrap: str, tmp_pat
     ]
     good_after = [point("ok", t0 + 60 * i, float(i % 7)) for i in range(5, 10)]
     produce(kafka_bootstrap, topics.input, good_before + bad + good_after)
-    daemon = Daemon(write_config(tmp_path / "c.yaml", kafka_bootstrap, topics), tmp_path / "d.log")
+    config = write_config(
+        tmp_path / "c.yaml", kafka_bootstrap, topics, topics={"dead_letter": dead_letter}
+    )
+    daemon = Daemon(config, tmp_path / "d.log")
     try:
         wait_committed(kafka_bootstrap, topics, daemon)
         assert daemon.alive()
@@ -190,6 +200,21 @@ def test_malformed_messages_are_logged_and_skipped(kafka_bootstrap: str, tmp_pat
     assert "'ts'" in rejected[2]["detail"] and "'value'" in rejected[3]["detail"]
     forecasts = read_json(kafka_bootstrap, topics.forecasts)
     assert [f["series"] for f in forecasts] == ["ok"] * 11
+
+    # Every bad message is in the dead-letter topic: original key and bytes, and headers
+    # naming the reason and where it came from.
+    letters = read_topic({"bootstrap.servers": kafka_bootstrap}, dead_letter)
+    assert [m.value() for m in letters] == [value for _, value in bad]
+    assert all(m.key() == b"bad" for m in letters)
+    for message, reason, offset in zip(letters, reasons, range(5, 12), strict=True):
+        headers = {k: v.decode() for k, v in message.headers() or []}
+        assert headers["streamrnn.reason"] == reason
+        assert headers["streamrnn.detail"]
+        assert headers["streamrnn.source.topic"] == topics.input
+        assert (headers["streamrnn.source.partition"], headers["streamrnn.source.offset"]) == (
+            "0",
+            str(offset),
+        )
 
 
 def test_sigterm_finishes_the_batch_commits_and_exits_zero(
