@@ -38,6 +38,7 @@ from streamrnn.kafka.sink import AckedSink
 from streamrnn.kafka.source import BatchSource, position_of
 from streamrnn.logs import get_logger
 from streamrnn.records import (
+    Z95,
     AlertRecord,
     ForecastRecord,
     HorizonPoint,
@@ -56,8 +57,6 @@ log = get_logger("daemon")
 STATS_INTERVAL_S = 10.0
 #: Seconds the shutdown may wait for outstanding acknowledgements before giving up.
 SHUTDOWN_ACK_TIMEOUT_S = 20.0
-#: Two-sided 95 % interval half-width, in spreads.
-Z95 = 1.959964
 
 
 @dataclass

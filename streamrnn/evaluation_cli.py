@@ -33,11 +33,9 @@ from streamrnn.evaluation import nab_score
 from streamrnn.evaluation.replay import ReplayedSeries, discover_files, replay_files
 from streamrnn.evaluation.report import SeriesReport, write_report
 from streamrnn.forecast.artifact import ArtifactError
+from streamrnn.records import Z95
 
 __all__ = ["run_evaluation"]
-
-#: Two-sided 95 % interval half-width, in spreads (the report's forecast band).
-Z95 = 1.959964
 
 
 def run_evaluation(settings: Settings, args: argparse.Namespace) -> int:

@@ -22,12 +22,12 @@ from __future__ import annotations
 import numpy as np
 
 from streamrnn.arrays import FloatArray
+from streamrnn.forecast.features import DAY_S
 
 __all__ = ["pretrain_corpus"]
 
 
 _START_TS = 1_600_000_000.0
-_DAY_S = 86_400.0
 _INTERVALS_S = (60.0, 300.0, 600.0, 3600.0)
 
 
@@ -44,11 +44,11 @@ def _series(rng: np.random.Generator, n: int) -> tuple[FloatArray, FloatArray]:
     gaps = base * rng.uniform(0.98, 1.02, n)
     long_gap = rng.random(n) < rng.uniform(0.0, 0.01)
     gaps[long_gap] = base * rng.uniform(2.0, 50.0, int(long_gap.sum()))
-    ts = _START_TS + rng.uniform(0, 7 * _DAY_S) + np.cumsum(gaps)
+    ts = _START_TS + rng.uniform(0, 7 * DAY_S) + np.cumsum(gaps)
     t = ts - ts[0]
 
     kind = rng.choice(["smooth", "counts", "flat", "steps"], p=[0.55, 0.3, 0.05, 0.1])
-    day_phase = 2 * np.pi * np.mod(ts, _DAY_S) / _DAY_S
+    day_phase = 2 * np.pi * np.mod(ts, DAY_S) / DAY_S
     shape = np.zeros(n)
     if rng.random() < 0.8:
         for harmonic in range(1, int(rng.integers(1, 4)) + 1):
@@ -56,7 +56,7 @@ def _series(rng: np.random.Generator, n: int) -> tuple[FloatArray, FloatArray]:
             shape += rng.normal(0, 1.0 / harmonic) * np.sin(phase)
         if rng.random() < 0.2:  # square-ish on/off day
             shape = np.tanh(rng.uniform(2, 8) * shape)
-        weekday = np.floor(np.mod(ts / _DAY_S + 3, 7))  # 0 = Monday
+        weekday = np.floor(np.mod(ts / DAY_S + 3, 7))  # 0 = Monday
         if rng.random() < 0.4:
             shape *= np.where(weekday >= 5, rng.uniform(0.2, 0.9), 1.0)
     shape /= max(float(np.std(shape)), 1e-9) if shape.any() else 1.0

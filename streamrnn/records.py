@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import orjson
 
 __all__ = [
+    "Z95",
     "AlertRecord",
     "ForecastRecord",
     "HorizonPoint",
@@ -21,6 +22,10 @@ __all__ = [
     "finite_or_none",
     "iso_time",
 ]
+
+
+#: Half-width of a central 95 % interval, in spreads (forecast records, report bands).
+Z95 = 1.959964
 
 
 @dataclass(frozen=True, slots=True)

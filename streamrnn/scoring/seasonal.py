@@ -23,11 +23,11 @@ import numpy as np
 
 from streamrnn.arrays import FloatArray, IntArray
 from streamrnn.engine.series_table import SeriesTable
+from streamrnn.forecast.features import DAY_S
 
 __all__ = ["SeasonalDeflation"]
 
 
-DAY_S = 86_400.0
 #: Bins of the daily profile of residual magnitudes (30 minutes each).
 BINS = 48
 #: Weight of the newest magnitude in its bin, once the bin has seen a few of them.
