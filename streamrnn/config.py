@@ -119,9 +119,18 @@ class TopicsConfig(_Section):
     alerts: str = Field("streamrnn-alerts", min_length=1)
     #: When set, every scored point's forecast is published here too (keyed by series).
     forecasts: str | None = None
-    #: When set, every rejected message goes here: its original key and bytes, with headers
-    #: naming the reason and the source topic, partition and offset (the topic must exist).
-    dead_letter: str | None = None
+    #: Every rejected message goes here (None: logged and counted only): its original key and
+    #: bytes, with headers naming the reason and the source topic, partition and offset.
+    dead_letter: str | None = Field("streamrnn-dead-letter", min_length=1)
+    #: Compacted changelog of per-series state, one per input topic ("{group_id}" and
+    #: "{topic}" are filled in); same partition count as its input topic.
+    changelog: str = Field("{group_id}-{topic}-state", min_length=1)
+    #: Create missing output, dead-letter and changelog topics at start-up.
+    create: bool = True
+
+    def changelog_of(self, input_topic: str, group_id: str) -> str:
+        """The changelog topic that holds the state of ``input_topic``'s series."""
+        return self.changelog.format(group_id=group_id, topic=input_topic)
 
 
 class ConsumeConfig(_Section):
@@ -133,6 +142,38 @@ class ConsumeConfig(_Section):
     poll_timeout_s: float = Field(0.5, gt=0, le=60)
     #: Messages larger than this (bytes) are rejected without being parsed.
     max_message_bytes: int = Field(1_048_576, ge=64)
+    #: Points stamped more than this many seconds after the wall clock are rejected.
+    max_future_s: float = Field(86_400.0, gt=0)
+    #: Points stamped more than this many seconds before the wall clock are rejected
+    #: (None: any age is accepted, e.g. to replay history).
+    max_age_s: float | None = Field(None, gt=0)
+
+
+class DeliveryConfig(_Section):
+    """How alerts, state and offsets reach the broker together."""
+
+    #: at_least_once: a crash may repeat alerts (same ``alert_id``), never lose one;
+    #: exactly_once: alerts, state and offsets are one Kafka transaction per checkpoint
+    #: (subscribers read with isolation.level=read_committed).
+    mode: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    #: exactly_once: this instance's transactional.id; must be unique per instance and stable
+    #: across its restarts (None: "{group_id}-{hostname}").
+    transactional_id: str | None = None
+    #: Seconds between checkpoints (changelog → flush → commit → snapshot).
+    commit_interval_s: float = Field(1.0, gt=0, le=600)
+
+
+class StateConfig(_Section):
+    """Where per-series state is kept besides memory and the changelog topic."""
+
+    #: Local snapshots and evicted series (SQLite) for a fast restart; None: a temporary
+    #: directory removed at exit (a restart then restores from the changelog alone).
+    directory: Path | None = None
+    #: Seconds between local snapshots (memory → SQLite) of the series changed since the last.
+    snapshot_interval_s: float = Field(60.0, gt=0)
+    #: Changelog records younger than this are never compacted (min.compaction.lag.ms), so a
+    #: restore within this time of a crash finds the state the committed offsets point at.
+    changelog_compaction_lag_s: float = Field(86_400.0, ge=0)
 
 
 class ModelGroupConfig(_Section):
@@ -253,7 +294,8 @@ class ScoringConfig(_Section):
 class SeriesConfig(_Section):
     """Per-series state limits."""
 
-    #: Live series held in memory by one instance; points of further new series are rejected.
+    #: Live series held in memory by one instance; beyond it the least recently seen series
+    #: are evicted to the local state store (and come back when they do).
     max_series: int = Field(100_000, ge=1)
     #: Weight of the newest point in the series' running mean and variance (normaliser).
     normaliser_alpha: float = Field(0.01, gt=0, le=1)
@@ -280,6 +322,8 @@ class Settings(BaseSettings):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     consume: ConsumeConfig = Field(default_factory=ConsumeConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     series: SeriesConfig = Field(default_factory=SeriesConfig)

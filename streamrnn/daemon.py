@@ -1,41 +1,49 @@
-"""``streamrnn run``: the consume → decode → engine → alert → produce → commit loop.
+"""``streamrnn run``: the consume → decode → engine → alert → produce → checkpoint loop.
 
-The order of one iteration matters and is this:
+One iteration:
 
-1. poll a batch of messages from the input topics;
-2. decode each message; a bad one is logged with its reason and position and skipped;
-3. step every series in the batch through the engine (forecast, score, learn);
-4. produce the batch's alerts (and forecasts) keyed by series;
-5. wait until the broker has acknowledged every record of step 4;
-6. commit the input offsets of the batch.
+1. poll a batch of messages from the input topics (rebalance callbacks run in here:
+   assigned partitions get their state restored first, revoked ones are checkpointed);
+2. decode each message; a bad one is logged, counted and dead-lettered with its reason;
+3. bring the batch's series into memory (from the local store, evicting idle series);
+4. step every series in the batch through the engine (forecast, score, learn);
+5. produce the batch's alerts (and forecasts) keyed by series;
+6. every ``delivery.commit_interval_s``: a checkpoint (changelog → flush → commit offsets →
+   snapshot; see :mod:`streamrnn.checkpoint` for why in that order).
 
-Because 6 follows 5, a crash can only cause a batch to be processed again, never an alert
-to be lost; alert ids are deterministic so subscribers can drop such repeats.
+A crash can only cause the batches since the last checkpoint to be processed again from the
+state of that checkpoint, never an alert to be lost; alert ids are deterministic so
+subscribers can drop such repeats (or use ``delivery.mode: exactly_once``).
 
-On SIGTERM/SIGINT the loop finishes the batch in hand, waits for its acknowledgements,
-commits, leaves the group and returns 0.
+On SIGTERM/SIGINT the loop finishes the batch in hand, checkpoints, leaves the group (its
+series go to the local store) and returns 0.
 
 This module wires the Kafka layer to the engine; it does not touch torch itself.
 """
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
+from streamrnn.checkpoint import Checkpointer
 from streamrnn.config import Settings
 from streamrnn.decode import DecodedMessage, Rejection, decode_message
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
-from streamrnn.kafka.clients import make_consumer, make_producer
+from streamrnn.kafka.clients import client_config, make_admin, make_consumer, make_producer
 from streamrnn.kafka.sink import AckedSink
 from streamrnn.kafka.source import BatchSource, position_of
+from streamrnn.kafka.topics import TopicLayoutError, ensure_topics
 from streamrnn.logs import get_logger
 from streamrnn.records import (
     Z95,
@@ -48,6 +56,8 @@ from streamrnn.records import (
     iso_time,
 )
 from streamrnn.scoring.alert_rule import SEVERITY_NAMES
+from streamrnn.state.manager import GroupInfo, SeriesStateManager
+from streamrnn.state.store import LocalStateStore, StoreLockedError
 
 __all__ = ["DaemonStats", "run_daemon"]
 
@@ -83,18 +93,57 @@ class DaemonStats:
 def run_daemon(settings: Settings, stop: threading.Event) -> int:
     """Run until ``stop`` is set; returns the process exit code (0 after a clean stop)."""
     engine = build_engine(settings)
+    with _state_directory(settings) as directory:
+        try:
+            store = LocalStateStore(directory / f"{settings.kafka.group_id}.sqlite")
+        except StoreLockedError as exc:
+            log.error("cannot start", error=str(exc))
+            return 2
+        try:
+            return _run(settings, stop, engine, store)
+        finally:
+            store.close()
+
+
+def _run(settings: Settings, stop: threading.Event, engine: Engine, store: LocalStateStore) -> int:
+    manager = SeriesStateManager(
+        engine.table,
+        store,
+        [GroupInfo(g.version, f"state.{g.name}") for g in engine.groups],
+        route=lambda name: engine.groups.index(engine.group_of(name)),
+    )
+    try:
+        partitions = ensure_topics(settings, make_admin(settings), stop.is_set)
+    except TopicLayoutError as exc:
+        log.error("cannot start", error=str(exc))
+        return 2
+    if not partitions:
+        return 0  # stopped while waiting for the input topics
     producer = make_producer(settings)
 
     def on_produce_error(topic: str, err: KafkaError) -> None:
         log.warning("delivery failed, will retry", topic=topic, error=str(err))
 
     sink = AckedSink(producer, on_produce_error)
+    checkpointer: Checkpointer | None = None
+
+    def call(name: str) -> Callable[[list[TopicPartition]], None]:
+        def callback(parts: list[TopicPartition]) -> None:
+            assert checkpointer is not None
+            getattr(checkpointer, name)(parts)
+
+        return callback
+
     source = BatchSource(
         make_consumer(settings),
         settings.topics.input,
         on_error=lambda err: log.warning("consumer error", error=str(err), code=err.code()),
-        on_assign=lambda parts: log.info("partitions assigned", partitions=_names(parts)),
-        on_revoke=lambda parts: log.info("partitions revoked", partitions=_names(parts)),
+        on_assign=call("on_assign"),
+        on_revoke=call("on_revoke"),
+        on_lost=call("on_lost"),
+    )
+    checkpointer = Checkpointer(
+        settings, source, producer, sink, manager, client_config(settings, "admin")
     )
     stats = DaemonStats()
     log.info(
@@ -102,8 +151,11 @@ def run_daemon(settings: Settings, stop: threading.Event) -> int:
         input_topics=settings.topics.input,
         alert_topic=settings.topics.alerts,
         forecast_topic=settings.topics.forecasts,
+        dead_letter_topic=settings.topics.dead_letter,
         group_id=settings.kafka.group_id,
         bootstrap_servers=settings.kafka.bootstrap_servers,
+        delivery=settings.delivery.mode,
+        state_store=str(store.path),
         model_version=engine.model_version,
     )
     next_stats = time.monotonic() + STATS_INTERVAL_S
@@ -118,39 +170,54 @@ def run_daemon(settings: Settings, stop: threading.Event) -> int:
         return time.monotonic() > shutdown_deadline
 
     exit_code = 0
+    checkpointer.start()
+    source.subscribe()
     try:
         while not stop.is_set():
             messages = source.poll_batch(
                 settings.consume.batch_max_messages, settings.consume.poll_timeout_s
             )
             if messages:
-                _handle_batch(settings, engine, sink, messages, stats)
-                if not sink.wait_acked(give_up):
-                    log.error("shutting down with unacknowledged records; offsets not committed")
-                    exit_code = 1
-                    break
-                try:
-                    source.commit(messages)
-                except KafkaException as exc:
-                    # E.g. the partitions were revoked meanwhile: the batch is re-read by their
-                    # new owner, and its alerts repeat with the same ids.
-                    log.warning("offset commit failed", error=str(exc))
+                _handle_batch(settings, engine, checkpointer, sink, messages, stats, give_up)
+            if checkpointer.due():
+                checkpointer.checkpoint(give_up)
             if time.monotonic() >= next_stats:
                 log.info("progress", live_series=len(engine.table), **stats.as_log_fields())
                 next_stats = time.monotonic() + STATS_INTERVAL_S
+        if not checkpointer.close(give_up):
+            log.error("shutting down with unacknowledged records; offsets not committed")
+            exit_code = 1
     finally:
+        # Leaving the group revokes the partitions: their series are saved to the store.
         source.close()
         producer.flush(5.0)
-        log.info("stopped", live_series=len(engine.table), **stats.as_log_fields())
+        log.info(
+            "stopped",
+            live_series=len(engine.table),
+            stored_series=store.count(),
+            **stats.as_log_fields(),
+        )
     return exit_code
+
+
+@contextmanager
+def _state_directory(settings: Settings) -> Iterator[Path]:
+    """``state.directory``, or a temporary one removed at exit."""
+    if settings.state.directory is not None:
+        yield settings.state.directory
+        return
+    with tempfile.TemporaryDirectory(prefix="streamrnn-state-") as tmp:
+        yield Path(tmp)
 
 
 def _handle_batch(
     settings: Settings,
     engine: Engine,
+    checkpointer: Checkpointer,
     sink: AckedSink,
     messages: Sequence[Message],
     stats: DaemonStats,
+    give_up: Callable[[], bool],
 ) -> None:
     """Decode, process and produce the records of one batch (not yet acknowledged)."""
     decoded: list[DecodedMessage] = []
@@ -166,9 +233,10 @@ def _handle_batch(
             origins.append(msg)
     stats.messages += len(messages)
     stats.batches += 1
-    if not decoded:
-        return
+    names = [d.series for d in decoded]
+    checkpointer.make_room(names, give_up)
     batch = engine.process(decoded)
+    checkpointer.handled(messages, names, origins)
     sent: set[tuple[int, str]] = set()
     for index, rejection in batch.rejections:
         # A window message with several bad points is dead-lettered once per reason.
@@ -316,7 +384,3 @@ def _reject(
         partition=msg.partition(),
         offset=msg.offset(),
     )
-
-
-def _names(parts: list[TopicPartition]) -> list[str]:
-    return [f"{p.topic}[{p.partition}]" for p in parts]

@@ -85,6 +85,35 @@ class SeriesTable:
             out[i] = slot
         return out
 
+    def column_names(self) -> list[str]:
+        """Every column's name, in declaration order."""
+        return list(self._columns)
+
+    def names(self) -> list[str]:
+        """The live series, in slot order."""
+        return list(self._names)
+
+    def remove(self, slots: IntArray) -> None:
+        """Forget the series in ``slots``; rows from the end move into the holes, so the
+        slots of other series may change."""
+        n = len(self._names)
+        doomed = np.zeros(n, dtype=bool)
+        doomed[slots] = True
+        m = n - int(doomed.sum())
+        holes = np.flatnonzero(doomed[:m])
+        movers = m + np.flatnonzero(~doomed[m:])
+        for name, column in self._columns.items():
+            column[holes] = column[movers]
+            column[m:n] = self._fill[name]
+        for slot in np.flatnonzero(doomed):
+            del self._slots[self._names[slot]]
+        for hole, mover in zip(holes.tolist(), movers.tolist(), strict=True):
+            self._names[hole] = self._names[mover]
+            self._labels[hole] = self._labels[mover]
+            self._slots[self._names[hole]] = hole
+        del self._names[m:]
+        del self._labels[m:]
+
     def _add(self, name: str) -> int:
         slot = len(self._names)
         if slot >= self._capacity:

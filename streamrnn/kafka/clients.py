@@ -8,6 +8,7 @@ Every librdkafka setting under ``kafka.client`` goes to every client verbatim
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 from typing import Literal
 
@@ -16,7 +17,14 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from streamrnn.config import LibrdkafkaValue, Settings
 
-__all__ = ["client_config", "create_topics", "make_admin", "make_consumer", "make_producer"]
+__all__ = [
+    "client_config",
+    "create_topics",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+    "transactional_id",
+]
 
 Role = Literal["consumer", "producer", "admin"]
 
@@ -31,9 +39,21 @@ def client_config(settings: Settings, role: Role) -> dict[str, LibrdkafkaValue]:
         # Offsets are committed by the daemon only after the batch's alerts are acknowledged.
         conf["enable.auto.commit"] = False
         conf["enable.auto.offset.store"] = False
+        if settings.delivery.mode == "exactly_once":
+            conf["isolation.level"] = "read_committed"
     elif role == "producer":
         conf.update(settings.kafka.producer)
+        if settings.delivery.mode == "exactly_once":
+            conf["transactional.id"] = transactional_id(settings)
     return conf
+
+
+def transactional_id(settings: Settings) -> str:
+    """This instance's transactional.id: configured, else "{group_id}-{hostname}" (stable
+    across restarts, so a restarted instance fences and aborts its predecessor's
+    transaction instead of waiting for it to time out)."""
+    configured = settings.delivery.transactional_id
+    return configured or f"{settings.kafka.group_id}-{socket.gethostname()}"
 
 
 def make_consumer(settings: Settings) -> Consumer:

@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError, Message, Producer
 __all__ = ["AckedSink"]
 
 _Headers = list[tuple[str, str | bytes | None]]
-_Record = tuple[str, bytes | None, bytes | None, _Headers | None]
+_Record = tuple[str, bytes | None, bytes | None, _Headers | None, int]
 
 
 class AckedSink:
@@ -27,6 +27,10 @@ class AckedSink:
         self._pending = 0
         self._failed: list[_Record] = []
         self.delivered = 0
+        #: Per (topic, partition) written to with an explicit partition: the offset after the
+        #: last acknowledged record (changelog positions for the local state store).
+        self.positions: dict[tuple[str, int], int] = {}
+        self._generation = 0
 
     def send(
         self,
@@ -34,14 +38,24 @@ class AckedSink:
         key: bytes | None,
         value: bytes | None,
         headers: _Headers | None = None,
+        partition: int = -1,
     ) -> None:
-        """Queue one record; blocks briefly (serving callbacks) while the local queue is full."""
-        record: _Record = (topic, key, value, headers)
+        """Queue one record (``partition`` -1: the partitioner picks one by key); blocks
+        briefly (serving callbacks) while the local queue is full."""
+        record: _Record = (topic, key, value, headers, partition)
+        generation = self._generation
 
-        def report(err: KafkaError | None, _msg: Message) -> None:
+        def report(err: KafkaError | None, msg: Message) -> None:
+            if generation != self._generation:
+                return  # discarded with its aborted transaction
             self._pending -= 1
             if err is None:
                 self.delivered += 1
+                if partition >= 0:
+                    offset = msg.offset()
+                    if offset is not None and offset >= 0:
+                        at = (topic, partition)
+                        self.positions[at] = max(self.positions.get(at, 0), offset + 1)
             else:
                 self._failed.append(record)
                 self._on_error(topic, err)
@@ -49,7 +63,12 @@ class AckedSink:
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=report
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=headers,
+                    partition=partition,
+                    on_delivery=report,
                 )
                 self._pending += 1
                 return
@@ -74,5 +93,24 @@ class AckedSink:
                 retry, self._failed = self._failed, []
                 time.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
-                for topic, key, value, headers in retry:
-                    self.send(topic, key, value, headers)
+                for topic, key, value, headers, partition in retry:
+                    self.send(topic, key, value, headers, partition)
+
+    def serve(self) -> None:
+        """Serve delivery reports that have arrived, without waiting."""
+        self._producer.poll(0)
+
+    @property
+    def pending(self) -> int:
+        """Records sent but not yet acknowledged."""
+        return self._pending
+
+    def failed_count(self) -> int:
+        """Records whose delivery failed and that wait to be sent again."""
+        return len(self._failed)
+
+    def discard(self) -> None:
+        """Forget failed and pending records (their transaction was aborted)."""
+        self._failed = []
+        self._pending = 0
+        self._generation += 1

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-__all__ = ["BatchSource", "position_of"]
+__all__ = ["BatchSource", "as_partitions", "position_of"]
 
 
 def position_of(msg: Message) -> tuple[str, int, int]:
@@ -18,6 +18,11 @@ def position_of(msg: Message) -> tuple[str, int, int]:
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     assert topic is not None and partition is not None and offset is not None
     return topic, partition, offset
+
+
+def as_partitions(offsets: dict[tuple[str, int], int]) -> list[TopicPartition]:
+    """``{(topic, partition): offset}`` as the client's TopicPartition list."""
+    return [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
 
 
 class BatchSource:
@@ -30,13 +35,21 @@ class BatchSource:
         on_error: Callable[[KafkaError], None],
         on_assign: Callable[[list[TopicPartition]], None],
         on_revoke: Callable[[list[TopicPartition]], None],
+        on_lost: Callable[[list[TopicPartition]], None] | None = None,
     ) -> None:
         self._consumer = consumer
         self._on_error = on_error
-        consumer.subscribe(
-            list(topics),
+        self._topics = list(topics)
+        self._callbacks = (on_assign, on_revoke, on_lost or on_revoke)
+
+    def subscribe(self) -> None:
+        """Join the group; the callbacks run inside later polls (rebalances)."""
+        on_assign, on_revoke, on_lost = self._callbacks
+        self._consumer.subscribe(
+            self._topics,
             on_assign=lambda _c, parts: on_assign(parts),
             on_revoke=lambda _c, parts: on_revoke(parts),
+            on_lost=lambda _c, parts: on_lost(parts),
         )
 
     def poll_batch(self, max_messages: int, timeout_s: float) -> list[Message]:
@@ -53,18 +66,34 @@ class BatchSource:
                     raise RuntimeError(f"fatal consumer error: {err}")
         return good
 
-    def commit(self, messages: Sequence[Message]) -> None:
-        """Synchronously commit the position after the last of ``messages`` per partition."""
-        next_offsets: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            topic, partition, offset = position_of(msg)
-            key = (topic, partition)
-            next_offsets[key] = max(next_offsets.get(key, 0), offset + 1)
+    def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        """Synchronously commit ``next_offsets`` (the offset after the last handled message,
+        per input partition)."""
         if next_offsets:
-            self._consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
-                asynchronous=False,
-            )
+            self._consumer.commit(offsets=as_partitions(next_offsets), asynchronous=False)
+
+    def committed(
+        self, partitions: Sequence[tuple[str, int]], timeout_s: float
+    ) -> dict[tuple[str, int], int]:
+        """The group's committed offsets of ``partitions`` (0 where none is committed yet,
+        which with auto.offset.reset=earliest is where reading starts)."""
+        parts = self._consumer.committed(
+            [TopicPartition(t, p) for t, p in partitions], timeout=timeout_s
+        )
+        return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in parts}
+
+    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Read the assigned ``offsets`` next (after an aborted transaction)."""
+        for tp in as_partitions(offsets):
+            self._consumer.seek(tp)
+
+    def assignment(self) -> list[tuple[str, int]]:
+        """The partitions this instance holds."""
+        return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
+
+    def group_metadata(self) -> object:
+        """The consumer group metadata a transactional producer commits offsets with."""
+        return self._consumer.consumer_group_metadata()
 
     def close(self) -> None:
         """Leave the group (triggers a rebalance for the others) and release the client."""

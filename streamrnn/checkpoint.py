@@ -1,0 +1,308 @@
+"""Checkpoints, restores and rebalances: how series state and input offsets stay consistent.
+
+A *checkpoint* makes everything the daemon did since the previous one durable, in this order
+(see :meth:`Checkpointer.checkpoint`)::
+
+    1. produce a changelog record for every series that changed (alerts, forecasts and
+       dead letters of the same batches were produced as they were made)
+    2. flush the producer: wait until the broker has every record of 1
+       (exactly_once: the transaction commit in 3 does this flush)
+    3. commit the input offsets (exactly_once: sent to and committed with the transaction)
+    4. now and then, write the local snapshot (series changed since the last one)
+
+Why this order: after a crash, input is re-read from the committed offsets. Because 3
+follows 1–2, every committed offset has its alerts and its state in Kafka: nothing is lost.
+A crash between 2 and 3 leaves records of a batch whose offsets were not committed; restore
+skips state records newer than the committed offset (the batch will be processed again from
+the older state), and in at_least_once mode its alerts are produced again with the same
+``alert_id``. In exactly_once mode such records belong to an aborted transaction and no
+read_committed subscriber ever sees them. The snapshot comes last so the local store never
+holds state beyond a committed offset.
+
+*Restore* (an input partition is assigned): fold the partition's changelog, from where the
+local store left off, into the store — keeping only state at or before the committed offset
+— and load series into memory lazily when their points arrive. *Revocation*: checkpoint, then
+move the partitions' series to the store. Knows nothing of torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streamrnn.config import LibrdkafkaValue, Settings
+from streamrnn.kafka.changelog import LABELS_HEADER, MODEL_HEADER, read_changelog
+from streamrnn.kafka.sink import AckedSink
+from streamrnn.kafka.source import BatchSource, as_partitions, position_of
+from streamrnn.logs import get_logger
+from streamrnn.state.manager import ChangelogEntry, SeriesStateManager
+
+__all__ = ["Checkpointer"]
+
+log = get_logger("checkpoint")
+
+#: Seconds a transaction call (commit, abort, send offsets) may take before it is retried.
+TXN_TIMEOUT_S = 30.0
+#: Seconds a rebalance callback may spend on its checkpoint (below max.poll.interval.ms).
+REBALANCE_CHECKPOINT_S = 60.0
+
+
+class Checkpointer:
+    """Owns the order of checkpoints, restores and rebalance handling; see module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: BatchSource,
+        producer: Producer,
+        sink: AckedSink,
+        manager: SeriesStateManager,
+        reader_conf: dict[str, LibrdkafkaValue],
+    ) -> None:
+        self.settings = settings
+        self.exactly_once = settings.delivery.mode == "exactly_once"
+        self._source = source
+        self._producer = producer
+        self._sink = sink
+        self.manager = manager
+        self._reader_conf = reader_conf
+        #: Per input partition: the offset after the last message handled.
+        self._next: dict[tuple[str, int], int] = {}
+        #: Per input partition: the offset last committed (or found committed).
+        self._committed: dict[tuple[str, int], int] = {}
+        self._last_checkpoint = time.monotonic()
+        self._last_snapshot = time.monotonic()
+        #: True once the first assignment has been restored (readiness).
+        self.restored = False
+        self.checkpoints = 0
+        self.last_checkpoint_s = 0.0
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """exactly_once: fence any previous incarnation of this transactional.id (aborting
+        its open transaction) and open the first transaction."""
+        if self.exactly_once:
+            self._producer.init_transactions(TXN_TIMEOUT_S)
+            self._producer.begin_transaction()
+
+    def close(self, give_up: Callable[[], bool]) -> bool:
+        """Final checkpoint and snapshot (before the consumer leaves the group)."""
+        return self.checkpoint(give_up, snapshot=True)
+
+    # -- the batch path -----------------------------------------------------------------
+
+    def make_room(self, names: Sequence[str], give_up: Callable[[], bool]) -> None:
+        """Before a batch: bring its series into memory (from the local store where they
+        have state), evicting the least recently seen series when memory is full."""
+        manager = self.manager
+        new = manager.unknown(names)
+        if not new:
+            return
+        table = manager.table
+        need = len(table) + len(new) - table.max_series
+        if need > 0:
+            if manager.has_dirty():
+                # Only clean series can be evicted: their state must be in the changelog.
+                self.checkpoint(give_up)
+            manager.evict_least_recent(need + table.max_series // 10)
+        manager.load(new)
+
+    def handled(
+        self, messages: Sequence[Message], names: Sequence[str], origins: Sequence[Message]
+    ) -> None:
+        """After a batch: its messages are handled; ``names[i]`` (decoded from
+        ``origins[i]``) were stepped."""
+        for msg in messages:
+            topic, partition, offset = position_of(msg)
+            key = (topic, partition)
+            if offset + 1 > self._next.get(key, -1):
+                self._next[key] = offset + 1
+        pids = []
+        for msg in origins:
+            topic, partition, _ = position_of(msg)
+            pids.append(self.manager.partition_id(topic, partition))
+        self.manager.note_processed(names, pids)
+
+    def due(self) -> bool:
+        """Whether ``delivery.commit_interval_s`` has passed since the last checkpoint."""
+        return time.monotonic() - self._last_checkpoint >= self.settings.delivery.commit_interval_s
+
+    def checkpoint(self, give_up: Callable[[], bool], snapshot: bool = False) -> bool:
+        """One checkpoint, in the order the module docstring explains. Returns False when
+        it could not complete (outage or shutdown deadline); nothing beyond what was
+        delivered is committed then, and the next checkpoint tries again."""
+        started = time.monotonic()
+        self._last_checkpoint = started
+        # 1. changelog records of the series that changed, co-partitioned with the input
+        for (topic, partition), state in self.manager.take_dirty(self._next):
+            headers: list[tuple[str, str | bytes | None]] = [(MODEL_HEADER, state.model.encode())]
+            if state.labels:
+                headers.append((LABELS_HEADER, state.labels.encode()))
+            self._sink.send(
+                self._changelog(topic), state.name.encode(), state.blob, headers, partition
+            )
+        offsets = {k: v for k, v in self._next.items() if self._committed.get(k) != v}
+        if self.exactly_once:
+            # 2 + 3. the transaction carries the offsets; its commit flushes the producer
+            if not self._commit_transaction(offsets):
+                return False
+        else:
+            # 2. flush: every alert, dead letter and state record acknowledged
+            if not self._sink.wait_acked(give_up):
+                return False
+            # 3. commit the input offsets
+            try:
+                self._source.commit(offsets)
+            except KafkaException as exc:
+                # E.g. a rebalance took the partitions: their new owner re-reads the batches
+                # and skips our uncommitted state records.
+                log.warning("offset commit failed; will retry", error=str(exc))
+                return False
+        self._committed.update(offsets)
+        self.checkpoints += 1
+        # 4. the local snapshot, only ever of committed state
+        now = time.monotonic()
+        if snapshot or now - self._last_snapshot >= self.settings.state.snapshot_interval_s:
+            self._snapshot()
+        self.last_checkpoint_s = time.monotonic() - started
+        return True
+
+    # -- rebalances ---------------------------------------------------------------------
+
+    def on_assign(self, parts: list[TopicPartition]) -> None:
+        """Restore the state of newly assigned partitions before any of their messages."""
+        keys = [(tp.topic, tp.partition) for tp in parts]
+        if keys:
+            committed = self._source.committed(keys, TXN_TIMEOUT_S)
+            self._restore(committed)
+            self._next.update(committed)
+            self._committed.update(committed)
+        self.restored = True
+        log.info("partitions assigned", partitions=_names(keys))
+
+    def on_revoke(self, parts: list[TopicPartition]) -> None:
+        """Checkpoint, then move the revoked partitions' series out of memory."""
+        keys = [(tp.topic, tp.partition) for tp in parts]
+        deadline = time.monotonic() + REBALANCE_CHECKPOINT_S
+        if not self.checkpoint(lambda: time.monotonic() > deadline):
+            log.warning("checkpoint before revocation failed; the new owner re-reads")
+        moved = self.manager.evict_partitions(keys)
+        self._forget(keys)
+        log.info("partitions revoked", partitions=_names(keys), series_saved=moved)
+
+    def on_lost(self, parts: list[TopicPartition]) -> None:
+        """Partitions taken without a revocation (session expired): their uncommitted work
+        belongs to the new owner now. exactly_once: abort and rewind what remains."""
+        keys = [(tp.topic, tp.partition) for tp in parts]
+        log.warning("partitions lost", partitions=_names(keys))
+        self._forget(keys)
+        if self.exactly_once:
+            self.manager.drop_partitions(keys)
+            self.rewind()
+        else:
+            self.manager.drop_partitions(keys)
+
+    def rewind(self) -> None:
+        """exactly_once: abort the open transaction and return to the last committed state
+        (state restored from the changelog, input read again from the committed offsets)."""
+        try:
+            self._producer.abort_transaction(TXN_TIMEOUT_S)
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise
+            log.warning("abort failed", error=str(exc))
+        self._sink.discard()
+        self.manager.drop_partitions(None)
+        keys = self._source.assignment()
+        if keys:
+            committed = self._source.committed(keys, TXN_TIMEOUT_S)
+            self._restore(committed)
+            self._next = dict(committed)
+            self._committed = dict(committed)
+            self._source.seek(committed)
+        self._producer.begin_transaction()
+        log.warning("transaction aborted; rewound to the last committed offsets")
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _changelog(self, input_topic: str) -> str:
+        return self.settings.topics.changelog_of(input_topic, self.settings.kafka.group_id)
+
+    def _commit_transaction(self, offsets: dict[tuple[str, int], int]) -> bool:
+        try:
+            if offsets:
+                self._producer.send_offsets_to_transaction(
+                    as_partitions(offsets), self._source.group_metadata(), TXN_TIMEOUT_S
+                )
+            while True:
+                try:
+                    self._producer.commit_transaction(TXN_TIMEOUT_S)
+                    break
+                except KafkaException as exc:
+                    if not exc.args[0].retriable():
+                        raise
+                    log.warning("transaction commit timed out; retrying", error=str(exc))
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.fatal():
+                raise
+            log.warning("transaction failed", error=str(err))
+            self.rewind()
+            return False
+        self._sink.discard()  # every record was delivered with the commit
+        self._producer.begin_transaction()
+        return True
+
+    def _restore(self, committed: dict[tuple[str, int], int]) -> None:
+        started = time.monotonic()
+        store = self.manager.store
+        kept = skipped = 0
+        # One changelog partition at a time, streamed into the store: memory stays flat
+        # however many series the partition holds.
+        for (topic, partition), offset in committed.items():
+            changelog = self._changelog(topic)
+            start = store.changelog_position(changelog, partition)
+            ends: dict[tuple[str, int], int] = {}
+            entries = (
+                ChangelogEntry(r.key, r.value, r.model, r.labels)
+                for r in read_changelog(self._reader_conf, [(changelog, partition, start)], ends)
+            )
+            k, s = self.manager.merge_changelog(
+                (topic, partition), offset, entries, ((changelog, partition), ends)
+            )
+            kept += k
+            skipped += s
+        log.info(
+            "state restored",
+            partitions=_names(list(committed)),
+            series=kept,
+            skipped_uncommitted=skipped,
+            stored_series=store.count(),
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    def _snapshot(self) -> None:
+        started = time.monotonic()
+        positions = {
+            key: position
+            for key, position in self._sink.positions.items()
+            if key in {(self._changelog(t), p) for t, p in self._committed}
+        }
+        written = self.manager.snapshot(positions)
+        self._last_snapshot = time.monotonic()
+        log.info(
+            "snapshot written", series=written, seconds=round(self._last_snapshot - started, 3)
+        )
+
+    def _forget(self, keys: list[tuple[str, int]]) -> None:
+        for key in keys:
+            self._next.pop(key, None)
+            self._committed.pop(key, None)
+            self._sink.positions.pop((self._changelog(key[0]), key[1]), None)
+
+
+def _names(keys: Sequence[tuple[str, int]]) -> list[str]:
+    return [f"{t}[{p}]" for t, p in keys]

@@ -1,0 +1,315 @@
+"""Which series are in memory, which changed since the last checkpoint, and where the rest are.
+
+:class:`SeriesStateManager` sits beside the engine's :class:`SeriesTable` and keeps the
+bookkeeping that checkpoints, eviction and restore need, in columns of that table that are
+*not* part of a series' persistent state:
+
+* ``src``: the input partition (an id from :meth:`partition_id`) the series arrives on;
+* ``dirty``: changed since the last checkpoint (its changelog record is due);
+* ``unsnapped``: changed since the last local snapshot;
+* ``touched``: the tick of its last point, for least-recently-seen eviction;
+* ``ckpt_offset``: the input offset its last changelog record reflects.
+
+Memory holds at most ``table.max_series`` series: the rest are in the local store (evicted,
+or restored from the changelog and not seen since) and are loaded back when their series
+sends a point. Pure bookkeeping: knows nothing of Kafka or torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from streamrnn.arrays import IntArray
+from streamrnn.engine.series_table import SeriesTable
+from streamrnn.logs import get_logger
+from streamrnn.state.codec import RowCodec
+from streamrnn.state.store import LocalStateStore, StoredState
+
+__all__ = ["ChangelogEntry", "GroupInfo", "SeriesStateManager", "blob_offset"]
+
+log = get_logger("state")
+
+#: Changelog entries folded into the store per write while restoring.
+_MERGE_CHUNK = 20_000
+
+TRANSIENT_COLUMNS = ("src", "dirty", "unsnapped", "touched", "ckpt_offset")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """A model group as the state layer sees it: its version and its hidden-state column."""
+
+    version: str
+    state_column: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChangelogEntry:
+    """One changelog record read back: key (series), value (blob), model version, labels."""
+
+    name: str
+    blob: bytes
+    model: str
+    labels: str | None
+
+
+def blob_offset(blob: bytes) -> int:
+    """The input offset an encoded state reflects (see :mod:`streamrnn.state.codec`)."""
+    return int.from_bytes(blob[10:18], "little", signed=True)
+
+
+class SeriesStateManager:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        table: SeriesTable,
+        store: LocalStateStore,
+        groups: Sequence[GroupInfo],
+        route: Callable[[str], int],
+    ) -> None:
+        self.table = table
+        self.store = store
+        self.groups = list(groups)
+        self._route = route
+        table.add_column("src", dtype=np.int64, fill=-1)
+        table.add_column("dirty", dtype=np.bool_, fill=False)
+        table.add_column("unsnapped", dtype=np.bool_, fill=False)
+        table.add_column("touched", dtype=np.int64, fill=0)
+        table.add_column("ckpt_offset", dtype=np.int64, fill=-1)
+        self.codec = RowCodec(table, transient=TRANSIENT_COLUMNS)
+        self._partitions: list[tuple[str, int]] = []
+        self._partition_ids: dict[tuple[str, int], int] = {}
+        self._tick = 0
+        #: Running totals, for logs and metrics.
+        self.loaded = 0
+        self.evicted = 0
+        self.reset_states = 0
+        self.incompatible = 0
+
+    # -- partitions ---------------------------------------------------------------------
+
+    def partition_id(self, topic: str, partition: int) -> int:
+        """A small integer for an input partition (stable for the life of the process)."""
+        key = (topic, partition)
+        pid = self._partition_ids.get(key)
+        if pid is None:
+            pid = self._partition_ids[key] = len(self._partitions)
+            self._partitions.append(key)
+        return pid
+
+    def partition_of(self, pid: int) -> tuple[str, int]:
+        """The input (topic, partition) of an id from :meth:`partition_id`."""
+        return self._partitions[pid]
+
+    # -- the batch path -----------------------------------------------------------------
+
+    def unknown(self, names: Iterable[str]) -> list[str]:
+        """The distinct ``names`` not live in memory, in first-seen order."""
+        return [n for n in dict.fromkeys(names) if n not in self.table]
+
+    def has_dirty(self) -> bool:
+        """Whether some live series changed since the last checkpoint."""
+        n = len(self.table)
+        return bool(self.table.column("dirty")[:n].any())
+
+    def evict_least_recent(self, count: int) -> int:
+        """Move the ``count`` least recently seen *clean* series to the store; returns how
+        many were moved (fewer when too few are clean: checkpoint first)."""
+        n = len(self.table)
+        clean = np.flatnonzero(~self.table.column("dirty")[:n])
+        if count <= 0 or len(clean) == 0:
+            return 0
+        touched = self.table.column("touched")[clean]
+        if count < len(clean):
+            victims = clean[np.argpartition(touched, count - 1)[:count]]
+        else:
+            victims = clean
+        self._evict(victims)
+        return len(victims)
+
+    def load(self, names: Sequence[str]) -> int:
+        """Bring the stored state of those ``names`` that have one into memory (room must
+        exist); returns how many were loaded."""
+        if not names:
+            return 0
+        stored = self.store.get(names)
+        stored = stored[: self.table.max_series - len(self.table)]
+        if not stored:
+            return 0
+        rows, bad = self.codec.decode([s.blob for s in stored])
+        if bad:
+            self.incompatible += len(bad)
+            log.warning(
+                "stored state does not fit this build's layout; series start afresh",
+                series=len(bad),
+            )
+            keep = sorted(set(range(len(stored))) - set(bad))
+            stored = [stored[i] for i in keep]
+        labels = [orjson.loads(s.labels) if s.labels else None for s in stored]
+        slots = self.table.resolve([s.name for s in stored], labels)
+        for name, values in rows.columns.items():
+            self.table.column(name)[slots] = values
+        self._check_models(slots, [s.model for s in stored])
+        tbl = self.table
+        tbl.column("src")[slots] = [self.partition_id(s.topic, s.partition) for s in stored]
+        tbl.column("ckpt_offset")[slots] = rows.offsets
+        tbl.column("dirty")[slots] = False
+        tbl.column("unsnapped")[slots] = False
+        tbl.column("touched")[slots] = self._tick
+        self.loaded += len(stored)
+        return len(stored)
+
+    def note_processed(self, names: Sequence[str], partition_ids: Sequence[int]) -> None:
+        """Mark the series of a batch's messages (``names[i]`` arrived on partition
+        ``partition_ids[i]``) as changed; series that are not live (rejected) are skipped."""
+        self._tick += 1
+        tbl = self.table
+        found = [(tbl.slot_of(n), p) for n, p in zip(names, partition_ids, strict=True)]
+        pairs = [(s, p) for s, p in found if s is not None]
+        if not pairs:
+            return
+        slots = np.array([s for s, _ in pairs], dtype=np.int64)
+        partition_ids = [p for _, p in pairs]
+        tbl.column("src")[slots] = partition_ids
+        tbl.column("dirty")[slots] = True
+        tbl.column("unsnapped")[slots] = True
+        tbl.column("touched")[slots] = self._tick
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def take_dirty(
+        self, next_offsets: dict[tuple[str, int], int]
+    ) -> list[tuple[tuple[str, int], StoredState]]:
+        """Encode every changed series for the changelog, each stamped with the input offset
+        its partition is about to commit, and mark them clean.
+
+        Returns ((input topic, partition), state) pairs.
+        """
+        tbl = self.table
+        n = len(tbl)
+        slots = np.flatnonzero(tbl.column("dirty")[:n])
+        if len(slots) == 0:
+            return []
+        src = tbl.column("src")[slots]
+        offsets = np.array(
+            [next_offsets.get(self._partitions[p], -1) for p in src.tolist()], dtype=np.int64
+        )
+        tbl.column("ckpt_offset")[slots] = offsets
+        tbl.column("dirty")[slots] = False
+        return [
+            (self._partitions[int(p)], s) for p, s in zip(src, self._states(slots), strict=True)
+        ]
+
+    def snapshot(self, positions: dict[tuple[str, int], int]) -> int:
+        """Write every series changed since the last snapshot to the store, with the
+        changelog ``positions`` (per changelog partition) they reflect; returns rows written.
+
+        Call only right after a checkpoint committed: every row is then clean, so the store
+        never holds state beyond a committed offset."""
+        tbl = self.table
+        n = len(tbl)
+        slots = np.flatnonzero(tbl.column("unsnapped")[:n] & ~tbl.column("dirty")[:n])
+        written = self.store.put(self._states(slots), positions)
+        tbl.column("unsnapped")[slots] = False
+        return written
+
+    # -- rebalances and restore ---------------------------------------------------------
+
+    def evict_partitions(self, partitions: Iterable[tuple[str, int]]) -> int:
+        """Move the live series of ``partitions`` (all clean: checkpoint first) to the store."""
+        slots = self._slots_of(partitions)
+        self._evict(slots)
+        return len(slots)
+
+    def drop_partitions(self, partitions: Iterable[tuple[str, int]] | None) -> int:
+        """Forget the live series of ``partitions`` (None: all) without saving them: their
+        committed state is in the changelog and the store."""
+        slots = np.arange(len(self.table)) if partitions is None else self._slots_of(partitions)
+        self.table.remove(slots)
+        return len(slots)
+
+    def merge_changelog(
+        self,
+        input_partition: tuple[str, int],
+        committed: int,
+        entries: Iterable[ChangelogEntry],
+        log_position: tuple[tuple[str, int], dict[tuple[str, int], int]],
+    ) -> tuple[int, int]:
+        """Fold changelog entries of one partition into the store.
+
+        Entries that reflect input offsets beyond ``committed`` describe a batch whose offsets
+        were never committed (a crash between flush and commit): that batch will be read and
+        processed again, so its state is skipped. ``log_position`` is (changelog partition,
+        next offset) after the entries. Returns (entries kept, entries skipped).
+        """
+        topic, partition = input_partition
+        self.store.forget_newer(topic, partition, committed)
+        latest: dict[str, StoredState] = {}
+        kept = skipped = 0
+        for entry in entries:
+            offset = blob_offset(entry.blob)
+            if offset > committed:
+                skipped += 1
+                continue
+            latest[entry.name] = StoredState(
+                entry.name, topic, partition, offset, entry.model, entry.labels, entry.blob
+            )
+            if len(latest) >= _MERGE_CHUNK:
+                # Newest wins in the store, and the log is in offset order: chunks are safe.
+                kept += self.store.put(latest.values())
+                latest = {}
+        log_partition, ends = log_position
+        kept += self.store.put(latest.values(), {log_partition: ends.get(log_partition, 0)})
+        return kept, skipped
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _slots_of(self, partitions: Iterable[tuple[str, int]]) -> IntArray:
+        ids = [self._partition_ids[p] for p in partitions if p in self._partition_ids]
+        n = len(self.table)
+        return np.flatnonzero(np.isin(self.table.column("src")[:n], ids))
+
+    def _evict(self, slots: IntArray) -> None:
+        if len(slots) == 0:
+            return
+        self.store.put(self._states(slots))
+        self.table.remove(slots)
+        self.evicted += len(slots)
+
+    def _states(self, slots: IntArray) -> list[StoredState]:
+        tbl = self.table
+        offsets = tbl.column("ckpt_offset")[slots]
+        blobs = self.codec.encode(slots, offsets)
+        groups = tbl.column("group")[slots]
+        out = []
+        for i, slot in enumerate(slots.tolist()):
+            topic, partition = self._partitions[int(tbl.column("src")[slot])]
+            labels = tbl.labels_of(slot)
+            out.append(
+                StoredState(
+                    name=tbl.name_of(slot),
+                    topic=topic,
+                    partition=partition,
+                    offset=int(offsets[i]),
+                    model=self.groups[int(groups[i])].version,
+                    labels=orjson.dumps(labels).decode() if labels else None,
+                    blob=blobs[i],
+                )
+            )
+        return out
+
+    def _check_models(self, slots: IntArray, models: Sequence[str]) -> None:
+        """Series now routed to another group, or whose model changed, restart their
+        recurrent state from zero (a hidden state means nothing to another model)."""
+        group_col = self.table.column("group")
+        for slot, model in zip(slots.tolist(), models, strict=True):
+            routed = self._route(self.table.name_of(slot))
+            if int(group_col[slot]) != routed or self.groups[routed].version != model:
+                group_col[slot] = routed
+                self.table.column(self.groups[routed].state_column)[slot] = 0.0
+                self.reset_states += 1
