@@ -147,6 +147,8 @@ class ConsumeConfig(_Section):
     #: Points stamped more than this many seconds before the wall clock are rejected
     #: (None: any age is accepted, e.g. to replay history).
     max_age_s: float | None = Field(None, gt=0)
+    #: Reject messages with top-level keys outside the schema (else they are ignored).
+    reject_unknown_fields: bool = False
 
 
 class DeliveryConfig(_Section):

@@ -37,7 +37,7 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 
 from streamrnn.checkpoint import Checkpointer
 from streamrnn.config import Settings
-from streamrnn.decode import DecodedMessage, Rejection, decode_message
+from streamrnn.decode import DecodedMessage, DecodeRules, Rejection, decode_message
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
 from streamrnn.kafka.clients import client_config, make_admin, make_consumer, make_producer
@@ -222,10 +222,17 @@ def _handle_batch(
     """Decode, process and produce the records of one batch (not yet acknowledged)."""
     decoded: list[DecodedMessage] = []
     origins: list[Message] = []
-    max_bytes = settings.consume.max_message_bytes
+    consume = settings.consume
+    now = time.time()
+    rules = DecodeRules(
+        max_bytes=consume.max_message_bytes,
+        earliest=now - consume.max_age_s if consume.max_age_s is not None else None,
+        latest=now + consume.max_future_s,
+        reject_unknown_fields=consume.reject_unknown_fields,
+    )
     dead_letter = settings.topics.dead_letter
     for msg in messages:
-        result = decode_message(msg.value(), max_bytes)
+        result = decode_message(msg.value(), rules)
         if isinstance(result, Rejection):
             _reject(result, msg, stats, sink, dead_letter)
         else:

@@ -8,7 +8,9 @@ Two message forms are accepted (see README, "Input schema"):
 
 ``ts`` is epoch seconds (int or float) or an ISO-8601 string (``Z`` or an offset; a naive
 time is taken as UTC). ``labels`` is optional: a flat mapping of strings, passed through to
-alerts. Extra top-level keys are ignored.
+alerts. Extra top-level keys are ignored, or rejected with ``consume.reject_unknown_fields``;
+timestamps outside the window :class:`DecodeRules` gives (wall clock minus
+``consume.max_age_s``, plus ``consume.max_future_s``) are rejected.
 
 A message that cannot be used whole is rejected whole, with a :class:`Rejection` that names a
 machine-readable ``reason`` and a human ``detail``; nothing here raises on bad input. This
@@ -24,7 +26,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["DecodedMessage", "Rejection", "decode_message", "parse_timestamp"]
+__all__ = ["DecodeRules", "DecodedMessage", "Rejection", "decode_message", "parse_timestamp"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +45,9 @@ class Rejection:
 
     ``reason`` is one of a fixed set of codes (``oversized``, ``not_json``, ``not_object``,
     ``missing_field``, ``bad_series``, ``bad_timestamp``, ``non_numeric_value``,
-    ``non_finite_value``, ``bad_labels``, ``bad_points``, ``out_of_order``,
-    ``duplicate_timestamp``, ``series_limit``) so it can be counted and routed;
+    ``non_finite_value``, ``bad_labels``, ``bad_points``, ``unknown_field``,
+    ``ts_in_future``, ``ts_too_old``, ``out_of_order``, ``duplicate_timestamp``,
+    ``series_limit``) so it can be counted and routed;
     ``detail`` says what exactly was wrong.
     """
 
@@ -57,8 +60,52 @@ class Rejection:
 MAX_SERIES_CHARS = 512
 
 
-def decode_message(raw: bytes | None, max_bytes: int) -> DecodedMessage | Rejection:
-    """Decode one message value; never raises on bad input."""
+@dataclass(frozen=True, slots=True)
+class DecodeRules:
+    """What a message must satisfy beyond being well formed.
+
+    ``earliest`` and ``latest`` bound the timestamps (epoch seconds; None: unbounded), e.g.
+    the wall clock minus ``consume.max_age_s`` and plus ``consume.max_future_s``;
+    ``reject_unknown_fields`` rejects top-level keys other than the schema's.
+    """
+
+    max_bytes: int
+    earliest: float | None = None
+    latest: float | None = None
+    reject_unknown_fields: bool = False
+
+
+#: The top-level keys of the input schema.
+KNOWN_FIELDS = frozenset({"series", "ts", "value", "points", "labels"})
+
+
+def decode_message(raw: bytes | None, rules: DecodeRules | int) -> DecodedMessage | Rejection:
+    """Decode one message value under ``rules`` (an int: just the size limit, in bytes);
+    never raises on bad input."""
+    if isinstance(rules, int):
+        rules = DecodeRules(rules)
+    decoded = _decode(raw, rules)
+    if isinstance(decoded, Rejection):
+        return decoded
+    if rules.latest is not None and max(decoded.ts) > rules.latest:
+        return Rejection(
+            "ts_in_future",
+            f"timestamp {max(decoded.ts)!r} is after the accepted latest {rules.latest:.0f}"
+            " (consume.max_future_s past the wall clock)",
+            decoded.series,
+        )
+    if rules.earliest is not None and min(decoded.ts) < rules.earliest:
+        return Rejection(
+            "ts_too_old",
+            f"timestamp {min(decoded.ts)!r} is before the accepted earliest"
+            f" {rules.earliest:.0f} (consume.max_age_s before the wall clock)",
+            decoded.series,
+        )
+    return decoded
+
+
+def _decode(raw: bytes | None, rules: DecodeRules) -> DecodedMessage | Rejection:
+    max_bytes = rules.max_bytes
     if raw is None:
         return Rejection("not_json", "message has no value (tombstone)")
     if len(raw) > max_bytes:
@@ -69,6 +116,14 @@ def decode_message(raw: bytes | None, max_bytes: int) -> DecodedMessage | Reject
         return Rejection("not_json", f"not valid JSON: {exc}")
     if not isinstance(doc, dict):
         return Rejection("not_object", f"expected a JSON object, got {type(doc).__name__}")
+    if rules.reject_unknown_fields:
+        unknown = sorted(set(doc) - KNOWN_FIELDS)
+        if unknown:
+            return Rejection(
+                "unknown_field",
+                f"unknown field(s) {_preview(unknown)}; the schema has {sorted(KNOWN_FIELDS)}",
+                doc.get("series") if isinstance(doc.get("series"), str) else None,
+            )
 
     series = doc.get("series")
     if series is None:

@@ -282,3 +282,39 @@ def test_random_json_documents_never_raise_and_accepted_ones_are_well_typed() ->
         else:
             assert isinstance(result, Rejection)
             assert result.reason and result.detail
+
+
+def test_timestamps_beyond_the_future_bound_are_rejected() -> None:
+    from streamrnn.decode import DecodeRules
+
+    rules = DecodeRules(max_bytes=4096, latest=2_000.0)
+    ok = decode_message(orjson.dumps({"series": "a", "ts": 2_000.0, "value": 1}), rules)
+    assert isinstance(ok, DecodedMessage)
+    late = decode_message(orjson.dumps({"series": "a", "ts": 2_000.5, "value": 1}), rules)
+    assert isinstance(late, Rejection) and late.reason == "ts_in_future"
+    window = {"series": "a", "points": [[1_000, 1], [3_000, 2]]}
+    rejected = decode_message(orjson.dumps(window), rules)
+    assert isinstance(rejected, Rejection) and rejected.reason == "ts_in_future"
+    assert rejected.series == "a"
+
+
+def test_timestamps_before_the_age_bound_are_rejected() -> None:
+    from streamrnn.decode import DecodeRules
+
+    rules = DecodeRules(max_bytes=4096, earliest=1_000.0)
+    old = decode_message(orjson.dumps({"series": "a", "ts": 999, "value": 1}), rules)
+    assert isinstance(old, Rejection) and old.reason == "ts_too_old"
+    assert isinstance(
+        decode_message(orjson.dumps({"series": "a", "ts": 1_000, "value": 1}), rules),
+        DecodedMessage,
+    )
+
+
+def test_unknown_fields_are_ignored_unless_configured_to_reject() -> None:
+    from streamrnn.decode import DecodeRules
+
+    raw = orjson.dumps({"series": "a", "ts": 1, "value": 1, "host": "web-1"})
+    assert isinstance(decode_message(raw, DecodeRules(max_bytes=4096)), DecodedMessage)
+    strict = decode_message(raw, DecodeRules(max_bytes=4096, reject_unknown_fields=True))
+    assert isinstance(strict, Rejection) and strict.reason == "unknown_field"
+    assert "host" in strict.detail and strict.series == "a"
