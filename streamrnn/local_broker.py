@@ -5,7 +5,9 @@ The broker's jars come from Maven Central through ``deploy/local-kafka/pom.xml``
 and Maven's own cache). :func:`start_broker` writes a ``server.properties`` for 127.0.0.1 on
 two free ports, formats the storage, starts the JVM in its own session, waits until the
 client port answers a metadata request, and records the PID and the bootstrap address in the
-work directory; :func:`stop_broker` stops it by that PID (SIGTERM, then SIGKILL).
+work directory; :func:`stop_broker` stops it by that PID (SIGTERM, then SIGKILL), and
+:func:`restart_broker` starts it again on the same ports and the same data (a broker outage,
+as the tests need it).
 
 Used by ``streamrnn broker start|stop|status``, ``streamrnn demo`` and the test fixture.
 Knows nothing of torch.
@@ -29,6 +31,7 @@ __all__ = [
     "LocalBroker",
     "default_home",
     "ensure_jars",
+    "restart_broker",
     "running_broker",
     "start_broker",
     "stop_broker",
@@ -189,7 +192,39 @@ def start_broker(
     )
     if formatted.returncode != 0:
         raise BrokerError(f"formatting the storage failed: {formatted.stdout}{formatted.stderr}")
-    out = (workdir / "broker.out").open("wb")
+    (workdir / "broker.out").write_bytes(b"")
+    return _launch(workdir, java, classpath, f"127.0.0.1:{port}", heap_mb, timeout_s)
+
+
+def restart_broker(
+    workdir: Path, home: Path | None = None, heap_mb: int = 512, timeout_s: float = 90.0
+) -> LocalBroker:
+    """Start the broker of ``workdir`` again after :func:`stop_broker`: same ports, same
+    cluster and data (topics, messages, committed offsets), nothing formatted.
+
+    Returns the already running broker of ``workdir`` if there is one.
+    """
+    existing = running_broker(workdir)
+    if existing is not None:
+        return existing
+    properties, bootstrap_file = workdir / "server.properties", workdir / "bootstrap"
+    if not properties.is_file() or not bootstrap_file.is_file() or not (workdir / "data").is_dir():
+        raise BrokerError(f"no broker was started in {workdir}; use start_broker")
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError("java is not installed (Kafka 4 needs Java 17 or later)")
+    libs = ensure_jars(home)
+    bootstrap = bootstrap_file.read_text().strip()
+    return _launch(workdir, java, f"{libs}/*", bootstrap, heap_mb, timeout_s)
+
+
+def _launch(
+    workdir: Path, java: str, classpath: str, bootstrap: str, heap_mb: int, timeout_s: float
+) -> LocalBroker:
+    """Start the JVM on ``workdir``'s properties and storage; wait until it serves clients."""
+    properties, log4j = workdir / "server.properties", workdir / "log4j2.yaml"
+    # Appended, so a restarted broker's output follows the first one's.
+    out = (workdir / "broker.out").open("ab")
     proc = subprocess.Popen(
         [
             java,
@@ -209,7 +244,6 @@ def start_broker(
         start_new_session=True,
     )
     out.close()
-    bootstrap = f"127.0.0.1:{port}"
     (workdir / "broker.pid").write_text(str(proc.pid))
     (workdir / "bootstrap").write_text(bootstrap)
     deadline = time.monotonic() + timeout_s

@@ -148,3 +148,109 @@ def read_json(bootstrap: str, topic: str) -> list[dict[str, Any]]:
         doc["_key"] = (msg.key() or b"").decode()
         out.append(doc)
     return out
+
+
+def produce_positions(
+    bootstrap: str, topic: str, records: Iterable[tuple[str | None, bytes | None]]
+) -> list[tuple[int, int]]:
+    """Produce (key, value) records in order (idempotent producer: no reordering on retries)
+    and return the (partition, offset) the broker gave each one, in the same order."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True}
+    )
+    positions: list[tuple[int, int] | None] = []
+    errors: list[str] = []
+
+    def delivered(index: int) -> Callable[[Any, Any], None]:
+        def callback(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                positions[index] = (msg.partition(), msg.offset())
+
+        return callback
+
+    for key, value in records:
+        positions.append(None)
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    key=None if key is None else key.encode(),
+                    value=value,
+                    on_delivery=delivered(len(positions) - 1),
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert not errors, errors[:5]
+    assert all(p is not None for p in positions)
+    return [p for p in positions if p is not None]
+
+
+def stopped_line(daemon: Daemon) -> dict[str, Any]:
+    """The daemon's final "stopped" log line (totals since start)."""
+    lines = [line for line in daemon.log_lines() if line.get("event") == "stopped"]
+    assert len(lines) == 1, f"expected one 'stopped' line, got {len(lines)}"
+    return lines[0]
+
+
+def proc_status_kib(pid: int, field: str) -> int | None:
+    """A ``/proc/<pid>/status`` memory field (``VmHWM``, ``VmRSS``) in KiB; None once gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The high watermark of every partition of ``topic``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{uuid.uuid4().hex}"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=30)
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            for p in metadata.topics[topic].partitions
+        }
+    finally:
+        consumer.close()
+
+
+def read_json_from(bootstrap: str, topic: str, start: dict[int, int]) -> list[dict[str, Any]]:
+    """The records of ``topic`` from offsets ``start`` (per partition) to the current end,
+    decoded, with the key under ``_key``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    ends = end_offsets(bootstrap, topic)
+    wanted = {p: (start.get(p, 0), end) for p, end in ends.items() if end > start.get(p, 0)}
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    out = []
+    try:
+        consumer.assign([TopicPartition(topic, p, lo) for p, (lo, _) in wanted.items()])
+        position = {p: lo for p, (lo, _) in wanted.items()}
+        deadline = time.monotonic() + 60
+        while any(position[p] < wanted[p][1] for p in wanted):
+            assert time.monotonic() < deadline, f"reading {topic}: timed out"
+            for msg in consumer.consume(num_messages=10_000, timeout=0.5):
+                if msg.error() is None and msg.offset() < wanted[msg.partition()][1]:
+                    doc = orjson.loads(msg.value() or b"null")
+                    doc["_key"] = (msg.key() or b"").decode()
+                    out.append(doc)
+                    position[msg.partition()] = msg.offset() + 1
+        return out
+    finally:
+        consumer.close()
