@@ -259,22 +259,16 @@ class Checkpointer:
     def _restore(self, committed: dict[tuple[str, int], int]) -> None:
         started = time.monotonic()
         store = self.manager.store
-        kept = skipped = 0
-        # One changelog partition at a time, streamed into the store: memory stays flat
-        # however many series the partition holds.
-        for (topic, partition), offset in committed.items():
-            changelog = self._changelog(topic)
-            start = store.changelog_position(changelog, partition)
-            ends: dict[tuple[str, int], int] = {}
-            entries = (
-                ChangelogEntry(r.key, r.value, r.model, r.labels)
-                for r in read_changelog(self._reader_conf, [(changelog, partition, start)], ends)
-            )
-            k, s = self.manager.merge_changelog(
-                (topic, partition), offset, entries, ((changelog, partition), ends)
-            )
-            kept += k
-            skipped += s
+        # Every assigned partition's changelog is streamed into the store in one read:
+        # memory stays flat however many series the partitions hold.
+        inputs = {(self._changelog(t), p): (t, p) for t, p in committed}
+        starts = [(c, p, store.changelog_position(c, p)) for c, p in inputs]
+        ends: dict[tuple[str, int], int] = {}
+        entries = (
+            (inputs[(r.topic, r.partition)], ChangelogEntry(r.key, r.value, r.model, r.labels))
+            for r in read_changelog(self._reader_conf, starts, ends)
+        )
+        kept, skipped = self.manager.merge_changelog(entries, committed, ends)
         log.info(
             "state restored",
             partitions=_names(list(committed)),

@@ -85,6 +85,11 @@ class KafkaConfig(_Section):
 
     bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
     group_id: str = Field("streamrnn", min_length=1)
+    #: This instance's stable name in the group (static membership, group.instance.id): a
+    #: restarted instance takes its partitions back at once, without a rebalance or waiting
+    #: for the session of its crashed predecessor to time out. E.g. the pod name of a
+    #: StatefulSet. None: dynamic membership.
+    instance_id: str | None = Field(None, min_length=1)
     #: librdkafka settings given to every client (consumer, producer, admin), verbatim:
     #: ``security.protocol``, ``sasl.mechanism``, ``sasl.username``, ``ssl.ca.location``, ...
     client: dict[str, LibrdkafkaValue] = Field(default_factory=dict)
@@ -159,7 +164,7 @@ class DeliveryConfig(_Section):
     #: (subscribers read with isolation.level=read_committed).
     mode: Literal["at_least_once", "exactly_once"] = "at_least_once"
     #: exactly_once: this instance's transactional.id; must be unique per instance and stable
-    #: across its restarts (None: "{group_id}-{hostname}").
+    #: across its restarts (None: "{group_id}-{kafka.instance_id or hostname}").
     transactional_id: str | None = None
     #: Seconds between checkpoints (changelog → flush → commit → snapshot).
     commit_interval_s: float = Field(1.0, gt=0, le=600)

@@ -207,7 +207,8 @@ class Engine:
                         int(msgs[i]),
                         Rejection(
                             reason,
-                            f"timestamp {ts[i]!r} is not after the series' latest {latest!r}",
+                            f"timestamp {float(ts[i])!r} is not after the series' latest"
+                            f" {float(latest)!r}",
                             messages[int(msgs[i])].series,
                         ),
                     )

@@ -36,6 +36,8 @@ def client_config(settings: Settings, role: Role) -> dict[str, LibrdkafkaValue]:
     if role == "consumer":
         conf.update(settings.kafka.consumer)
         conf["group.id"] = settings.kafka.group_id
+        if settings.kafka.instance_id:
+            conf["group.instance.id"] = settings.kafka.instance_id
         # Offsets are committed by the daemon only after the batch's alerts are acknowledged.
         conf["enable.auto.commit"] = False
         conf["enable.auto.offset.store"] = False
@@ -49,11 +51,12 @@ def client_config(settings: Settings, role: Role) -> dict[str, LibrdkafkaValue]:
 
 
 def transactional_id(settings: Settings) -> str:
-    """This instance's transactional.id: configured, else "{group_id}-{hostname}" (stable
-    across restarts, so a restarted instance fences and aborts its predecessor's
-    transaction instead of waiting for it to time out)."""
+    """This instance's transactional.id: configured, else "{group_id}-{instance}" with the
+    instance id or the host name (stable across restarts, so a restarted instance fences and
+    aborts its predecessor's transaction instead of waiting for it to time out)."""
     configured = settings.delivery.transactional_id
-    return configured or f"{settings.kafka.group_id}-{socket.gethostname()}"
+    instance = settings.kafka.instance_id or socket.gethostname()
+    return configured or f"{settings.kafka.group_id}-{instance}"
 
 
 def make_consumer(settings: Settings) -> Consumer:

@@ -62,6 +62,10 @@ def read_topic(
                     out.append(msg)
                     _, partition, offset = position_of(msg)
                     position[partition] = offset + 1
+            # Transaction markers take offsets but are never delivered: the consumer's own
+            # position says when a transactional topic has been read to its end.
+            for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                position[tp.partition] = max(position[tp.partition], tp.offset)
         return out
     finally:
         consumer.close()

@@ -235,36 +235,37 @@ class SeriesStateManager:
 
     def merge_changelog(
         self,
-        input_partition: tuple[str, int],
-        committed: int,
-        entries: Iterable[ChangelogEntry],
-        log_position: tuple[tuple[str, int], dict[tuple[str, int], int]],
+        entries: Iterable[tuple[tuple[str, int], ChangelogEntry]],
+        committed: dict[tuple[str, int], int],
+        positions: dict[tuple[str, int], int],
     ) -> tuple[int, int]:
-        """Fold changelog entries of one partition into the store.
+        """Fold changelog entries into the store; each entry comes with its *input*
+        (topic, partition), whose committed offset is in ``committed``.
 
-        Entries that reflect input offsets beyond ``committed`` describe a batch whose offsets
-        were never committed (a crash between flush and commit): that batch will be read and
-        processed again, so its state is skipped. ``log_position`` is (changelog partition,
-        next offset) after the entries. Returns (entries kept, entries skipped).
+        Entries that reflect input offsets beyond the committed one describe a batch whose
+        offsets were never committed (a crash between flush and commit): that batch will be
+        read and processed again, so its state is skipped. ``positions`` (changelog partition
+        → end offset) is stored once ``entries`` is exhausted, so the next restore reads only
+        what comes after. Returns (entries kept, entries skipped).
         """
-        topic, partition = input_partition
-        self.store.forget_newer(topic, partition, committed)
+        for (topic, partition), offset in committed.items():
+            self.store.forget_newer(topic, partition, offset)
         latest: dict[str, StoredState] = {}
         kept = skipped = 0
-        for entry in entries:
+        for (topic, partition), entry in entries:
             offset = blob_offset(entry.blob)
-            if offset > committed:
+            if offset > committed[(topic, partition)]:
                 skipped += 1
                 continue
             latest[entry.name] = StoredState(
                 entry.name, topic, partition, offset, entry.model, entry.labels, entry.blob
             )
             if len(latest) >= _MERGE_CHUNK:
-                # Newest wins in the store, and the log is in offset order: chunks are safe.
+                # Newest wins in the store, and each partition is read in offset order:
+                # writing in chunks gives the same result with bounded memory.
                 kept += self.store.put(latest.values())
                 latest = {}
-        log_partition, ends = log_position
-        kept += self.store.put(latest.values(), {log_partition: ends.get(log_partition, 0)})
+        kept += self.store.put(latest.values(), positions)
         return kept, skipped
 
     # -- internals ----------------------------------------------------------------------

@@ -130,11 +130,10 @@ def test_changelog_merge_skips_state_beyond_the_committed_offset(tmp_path: Path)
 
     target = _manager(tmp_path / "two")
     entries = [
-        ChangelogEntry("a", committed_state.blob, "v1", None),
-        ChangelogEntry("a", uncommitted_state.blob, "v1", None),
+        (("in", 0), ChangelogEntry("a", committed_state.blob, "v1", None)),
+        (("in", 0), ChangelogEntry("a", uncommitted_state.blob, "v1", None)),
     ]
-    ends = {("log", 0): 2}
-    kept, skipped = target.merge_changelog(("in", 0), 10, entries, (("log", 0), ends))
+    kept, skipped = target.merge_changelog(entries, {("in", 0): 10}, {("log", 0): 2})
     assert (kept, skipped) == (1, 1)
     assert target.store.changelog_position("log", 0) == 2
     target.load(["a"])
