@@ -4,7 +4,9 @@ Per series, stepped one point at a time (vectorised over series):
 
 * a point is a **hit** when its score is at or above ``warning_threshold``;
 * an alert **fires** when at least ``min_hits`` of the last ``window_points`` points were
-  hits, the series is not already in an alert episode, and its cooldown has run out;
+  hits, the series is not already in an alert episode, its cooldown has run out, and the
+  point is *eligible* (the caller may veto points, e.g. by level novelty; by default every
+  point is);
 * firing opens an **episode**; it stays open until the score falls below
   ``clear_threshold`` (hysteresis: a score hovering around the threshold raises one alert,
   not a flapping series of them). Within an open episode, a score reaching
@@ -85,10 +87,17 @@ class AlertRule:
         """The threshold a point crossed to get ``severity``."""
         return self.critical_threshold if severity == 2 else self.warning_threshold
 
-    def step(self, slots: IntArray, score: FloatArray, ts: FloatArray | None = None) -> RuleStep:
+    def step(
+        self,
+        slots: IntArray,
+        score: FloatArray,
+        ts: FloatArray | None = None,
+        eligible: BoolArray | None = None,
+    ) -> RuleStep:
         """Decide one point per slot (distinct slots) and advance the rule's state.
 
-        ``ts`` (epoch s) of the points is needed for ``cooldown_s``.
+        ``ts`` (epoch s) of the points is needed for ``cooldown_s``. ``eligible``: points
+        that may open an episode (None: all); an ineligible point is still a hit.
         """
         assert self._table is not None, "bind() first"
         hits_col = self._table.column("rule_hits")
@@ -104,6 +113,8 @@ class AlertRule:
         last_alert_ts = self._table.column("rule_last_alert_ts")[slots]
         if self.cooldown_s > 0 and ts is not None:
             armed &= ts - last_alert_ts >= self.cooldown_s
+        if eligible is not None:
+            armed &= eligible
         enough = _popcount(hits) >= self.min_hits
         critical = score >= self.critical_threshold
         # A point fires only if it is itself a hit (old hits still in the window must not
