@@ -11,7 +11,9 @@
   again: a lasting change becomes the new normal instead of alerting forever.
 * **Level novelty** (optional, ``min_novelty`` > 0): an alert may open only at a point whose
   value is far enough outside the range the series has recently visited
-  (:mod:`streamrnn.scoring.novelty`); scores, hits and learning are unchanged.
+  (:mod:`streamrnn.scoring.novelty`); scores, hits and learning are unchanged. During the
+  cooldown, a point ``novelty_cooldown_factor`` times as far out as the last alert may
+  still open one.
 
 Pure numpy; knows nothing of Kafka or torch.
 """
@@ -98,12 +100,16 @@ class ScoringChain:
             raw = self.seasonal.deflate(slots, raw, ts)
             self.seasonal.learn(slots, original, ts)
         score = np.where(warm, self.calibrator.score(slots, raw), 0.0)
-        eligible = None
+        eligible = skip_cooldown = deviation = None
         if self.novelty is not None and value is not None and ts is not None:
             eligible = self.novelty.eligible(slots, value, ts)
+            deviation = self.novelty.deviation(slots, value)
+            skip_cooldown = self.novelty.outgrows_last_alert(slots, deviation)
             # Every point widens the envelopes, anomalous or not: a repeat is not novel.
             self.novelty.learn(slots, value, ts)
-        decision = self.rule.step(slots, score, ts, eligible)
+        decision = self.rule.step(slots, score, ts, eligible, skip_cooldown)
+        if self.novelty is not None and deviation is not None:
+            self.novelty.note_alerts(slots, deviation, (decision.severity > 0) & decision.armed)
         skipped_col = self._table.column("skipped_run")
         skipped = skipped_col[slots]
         if self.learn_from_anomalies:
@@ -152,8 +158,10 @@ def build_chain(config: ScoringConfig) -> ScoringChain:
         config.max_skipped_points,
         seasonal=SeasonalDeflation() if config.seasonal_deflation else None,
         novelty=(
-            LevelNovelty(config.min_novelty, config.novelty_half_life_s)
-            if config.min_novelty > 0
+            LevelNovelty(
+                config.min_novelty, config.novelty_half_life_s, config.novelty_cooldown_factor
+            )
+            if config.min_novelty > 0 or config.novelty_cooldown_factor > 0
             else None
         ),
     )

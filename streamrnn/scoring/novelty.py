@@ -16,7 +16,10 @@ anomalous or not, updates the envelopes, so a second burst as large as one a few
 is no longer novel: repeated episodes of the same size alert once.
 
 The scoring chain lets an alert fire only at points whose novelty is at least
-``min_novelty``; scores, hits and the learning policy are unchanged. A series' first
+``min_novelty``; scores, hits and the learning policy are unchanged. It also remembers the
+deviation of each series' last alert: with ``cooldown_factor`` > 0 a point at least that
+many times as far from the centre may open a new alert during the cooldown (a much larger
+excursion than the one alerted is a new event, not a repeat). A series' first
 deviation on a side (empty envelope) is infinitely novel. Everything is vectorised over
 series, six numbers per series.
 
@@ -44,21 +47,26 @@ MIN_LEARNED = 10
 class LevelNovelty:
     """Per-series robust centre and decaying deviation envelopes; see the module docstring."""
 
-    def __init__(self, min_novelty: float, half_life_s: float) -> None:
-        if min_novelty < 0 or half_life_s <= 0:
-            raise ValueError("need min_novelty >= 0 and half_life_s > 0")
+    def __init__(
+        self, min_novelty: float, half_life_s: float, cooldown_factor: float = 0.0
+    ) -> None:
+        if min_novelty < 0 or half_life_s <= 0 or cooldown_factor < 0:
+            raise ValueError("need min_novelty >= 0, half_life_s > 0 and cooldown_factor >= 0")
         self.min_novelty = min_novelty
         self.half_life_s = half_life_s
+        self.cooldown_factor = cooldown_factor
         self._table: SeriesTable | None = None
 
     def bind(self, table: SeriesTable) -> None:
-        """Declare the centre (float64: values may be large), deviation, envelopes, time, count."""
+        """Declare the centre (float64: values may be large), deviation, envelopes, time,
+        count, and the deviation at the last alert."""
         table.add_column("nov_centre")
         table.add_column("nov_mad", dtype=np.float32)
         table.add_column("nov_up", dtype=np.float32)
         table.add_column("nov_down", dtype=np.float32)
         table.add_column("nov_ts", fill=-np.inf)
         table.add_column("nov_count", dtype=np.float32)
+        table.add_column("nov_alert_dev", dtype=np.float32)
         self._table = table
 
     def _envelopes(self, slots: IntArray, ts: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -88,6 +96,28 @@ class LevelNovelty:
         young = self._table.column("nov_count")[slots] < MIN_LEARNED
         ok: BoolArray = young | (self.novelty(slots, value, ts) >= self.min_novelty)
         return ok
+
+    def deviation(self, slots: IntArray, value: FloatArray) -> FloatArray:
+        """Distance of each value from its series' centre (NaN values: 0)."""
+        assert self._table is not None, "bind() first"
+        deviation = np.abs(value - self._table.column("nov_centre")[slots])
+        out: FloatArray = np.where(np.isfinite(deviation), deviation, 0.0)
+        return out
+
+    def outgrows_last_alert(self, slots: IntArray, deviation: FloatArray) -> BoolArray:
+        """Deviations at least ``cooldown_factor`` times that of the series' last alert
+        (never when the factor is 0 or the last alert had no deviation)."""
+        assert self._table is not None, "bind() first"
+        last = self._table.column("nov_alert_dev")[slots].astype(np.float64)
+        out: BoolArray = (self.cooldown_factor > 0) & (last > 0)
+        out &= deviation >= self.cooldown_factor * last
+        return out
+
+    def note_alerts(self, slots: IntArray, deviation: FloatArray, opened: BoolArray) -> None:
+        """Remember the deviation of the points that opened an alert episode."""
+        assert self._table is not None, "bind() first"
+        column = self._table.column("nov_alert_dev")
+        column[slots] = np.where(opened, deviation, column[slots])
 
     def learn(self, slots: IntArray, value: FloatArray, ts: FloatArray) -> None:
         """Add one value per slot (NaN values are ignored): centre, deviation, envelopes."""

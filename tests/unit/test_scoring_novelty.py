@@ -153,7 +153,84 @@ def test_the_chain_vetoes_a_surprise_at_an_ordinary_value_and_keeps_the_learning
 
 def test_build_chain_adds_novelty_only_when_min_novelty_is_positive() -> None:
     assert build_chain(Settings().scoring).novelty is not None
-    off = Settings(scoring={"min_novelty": 0.0}).scoring  # type: ignore[arg-type]
+    off = Settings(scoring={"min_novelty": 0.0, "novelty_cooldown_factor": 0.0}).scoring  # type: ignore[arg-type]
     assert build_chain(off).novelty is None
     chain = build_chain(Settings(scoring={"novelty_half_life_s": 3600.0}).scoring)  # type: ignore[arg-type]
     assert chain.novelty is not None and chain.novelty.half_life_s == 3600.0
+
+
+# --- a much larger excursion during the cooldown --------------------------------------------
+
+
+def test_the_rule_lets_exempted_points_open_an_episode_during_the_cooldown() -> None:
+    rule = AlertRule(0.4, 0.6, 0.2, cooldown_s=DAY)
+    table = SeriesTable(max_series=2)
+    rule.bind(table)
+    slot = table.resolve(["a"], [None])
+    assert int(rule.step(slot, np.array([0.5]), np.array([0.0])).severity[0]) == 1
+    rule.step(slot, np.array([0.0]), np.array([STEP]))  # closes the episode
+    blocked = rule.step(slot, np.array([0.5]), np.array([2 * STEP]), None, np.array([False]))
+    assert int(blocked.severity[0]) == 0 and not bool(blocked.armed[0])
+    rule.step(slot, np.array([0.0]), np.array([3 * STEP]))
+    exempt = rule.step(slot, np.array([0.5]), np.array([4 * STEP]), None, np.array([True]))
+    assert int(exempt.severity[0]) == 1 and bool(exempt.armed[0])
+
+
+def test_outgrowing_the_last_alert_needs_the_factor_and_a_remembered_alert() -> None:
+    novelty = LevelNovelty(0.5, 7 * DAY, cooldown_factor=3.0)
+    table = SeriesTable(max_series=2)
+    novelty.bind(table)
+    slot = table.resolve(["a"], [None])
+    # No alert remembered yet: nothing is exempted.
+    assert not bool(novelty.outgrows_last_alert(slot, np.array([1e9]))[0])
+    novelty.note_alerts(slot, np.array([10.0]), np.array([True]))
+    assert not bool(novelty.outgrows_last_alert(slot, np.array([29.0]))[0])
+    assert bool(novelty.outgrows_last_alert(slot, np.array([30.0]))[0])
+    # Points that did not open an episode do not replace the remembered deviation.
+    novelty.note_alerts(slot, np.array([1.0]), np.array([False]))
+    assert not bool(novelty.outgrows_last_alert(slot, np.array([29.0]))[0])
+    off = LevelNovelty(0.5, 7 * DAY)
+    off.bind(SeriesTable(max_series=2))
+    assert off.cooldown_factor == 0.0
+
+
+def test_during_the_cooldown_only_a_much_larger_excursion_alerts_again() -> None:
+    rng = np.random.default_rng(0)
+    chain = ScoringChain(
+        LikelihoodCalibrator(0.2, 0.005),
+        AlertRule(0.6, 0.7, 0.2, cooldown_s=DAY),
+        warmup_points=30,
+        learn_from_anomalies=False,
+        max_skipped_points=20,
+        novelty=LevelNovelty(0.5, 7 * DAY, cooldown_factor=3.0),
+    )
+    table = SeriesTable(max_series=2)
+    chain.bind(table)
+    slot = table.resolve(["a"], [None])
+    i = 0
+
+    def step(raw: float, value: float) -> int:
+        nonlocal i
+        out = chain.step(
+            slot, np.array([raw]), np.array([float(i)]), np.array([i * STEP]), np.array([value])
+        )
+        i += 1
+        return int(out.severity[0])
+
+    for _ in range(400):
+        step(float(np.clip(rng.normal(), -2.5, 2.5)), 100.0 + float(rng.normal(0.0, 5.0)))
+    assert step(50.0, 150.0) > 0  # deviation about 50: alerts and starts the cooldown
+    step(0.0, 100.0)
+    assert step(50.0, 190.0) == 0  # under three times as far out: a repeat, in the cooldown
+    step(0.0, 100.0)
+    assert step(50.0, 300.0) > 0  # about four times as far out: a new event
+
+
+def test_build_chain_passes_the_cooldown_factor() -> None:
+    chain = build_chain(Settings().scoring)
+    assert chain.novelty is not None and chain.novelty.cooldown_factor == 3.0
+    only_factor = Settings(scoring={"min_novelty": 0.0}).scoring  # type: ignore[arg-type]
+    novelty = build_chain(only_factor).novelty
+    assert novelty is not None and novelty.min_novelty == 0.0
+    none = Settings(scoring={"min_novelty": 0.0, "novelty_cooldown_factor": 0.0}).scoring  # type: ignore[arg-type]
+    assert build_chain(none).novelty is None
