@@ -288,6 +288,14 @@ class ScoringConfig(_Section):
     evt_rate_alpha: float = Field(0.002, gt=0, le=1)
     #: Shrink raw scores at times of day whose residuals are usually large (see README).
     seasonal_deflation: bool = True
+    #: An alert may open only where the value's deviation from the series' typical level is
+    #: at least this fraction of the largest recent deviation on that side (0: off).
+    min_novelty: float = Field(0.5, ge=0)
+    #: Half-life (seconds) of the remembered largest deviation used by ``min_novelty``.
+    novelty_half_life_s: float = Field(604_800.0, gt=0)
+    #: During the alert cooldown, a point at least this many times as far from the series'
+    #: typical level as the last alert may still open an alert (0: off).
+    novelty_cooldown_factor: float = Field(3.0, ge=0)
     #: Points a series must have seen before it may alert; its score is 0 until then.
     warmup_points: int = Field(30, ge=1)
     #: Learn from hits too (false: an anomalous point does not update the series' state).

@@ -269,7 +269,9 @@ class Engine:
                 spread = np.where(has_forecast, f.scale * np.exp(0.5 * log_var), np.nan)
                 raw = standardised_residual(grid_val[:, j], forecast, spread)
                 raw = np.where(f.seen_before >= MIN_SEEN_TO_SCORE, raw, np.nan)
-                step = self.chain.step(slots[a], raw[a], f.seen_before[a], grid_ts[a, j])
+                step = self.chain.step(
+                    slots[a], raw[a], f.seen_before[a], grid_ts[a, j], grid_val[a, j]
+                )
                 out_forecast[:, j], out_spread[:, j] = forecast, spread
                 out_score[a, j], out_armed[a, j] = step.score, step.armed_score
                 out_severity[a, j] = step.severity

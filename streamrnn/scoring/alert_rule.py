@@ -4,13 +4,16 @@ Per series, stepped one point at a time (vectorised over series):
 
 * a point is a **hit** when its score is at or above ``warning_threshold``;
 * an alert **fires** when at least ``min_hits`` of the last ``window_points`` points were
-  hits, the series is not already in an alert episode, and its cooldown has run out;
+  hits, the series is not already in an alert episode, its cooldown has run out, and the
+  point is *eligible* (the caller may veto points, e.g. by level novelty; by default every
+  point is);
 * firing opens an **episode**; it stays open until the score falls below
   ``clear_threshold`` (hysteresis: a score hovering around the threshold raises one alert,
   not a flapping series of them). Within an open episode, a score reaching
   ``critical_threshold`` after a warning fires once more, as an escalation to critical;
 * after an alert, no new episode may fire for ``cooldown_points`` points, nor for
-  ``cooldown_s`` seconds (both must have passed);
+  ``cooldown_s`` seconds (both must have passed), except at points the caller exempts
+  from the cooldown (e.g. a much larger excursion than the one alerted);
 * the **severity** is ``critical`` when the score is at or above ``critical_threshold``,
   else ``warning``.
 
@@ -85,10 +88,20 @@ class AlertRule:
         """The threshold a point crossed to get ``severity``."""
         return self.critical_threshold if severity == 2 else self.warning_threshold
 
-    def step(self, slots: IntArray, score: FloatArray, ts: FloatArray | None = None) -> RuleStep:
+    def step(
+        self,
+        slots: IntArray,
+        score: FloatArray,
+        ts: FloatArray | None = None,
+        eligible: BoolArray | None = None,
+        skip_cooldown: BoolArray | None = None,
+    ) -> RuleStep:
         """Decide one point per slot (distinct slots) and advance the rule's state.
 
-        ``ts`` (epoch s) of the points is needed for ``cooldown_s``.
+        ``ts`` (epoch s) of the points is needed for ``cooldown_s``. ``eligible``: points
+        that may open an episode (None: all); an ineligible point is still a hit.
+        ``skip_cooldown``: points that may open an episode although the cooldown has not run
+        out (None: none). A point opened an episode iff its severity is > 0 and it was armed.
         """
         assert self._table is not None, "bind() first"
         hits_col = self._table.column("rule_hits")
@@ -100,10 +113,15 @@ class AlertRule:
         cooldown = cooldown_col[slots]
         # Hysteresis: an open episode closes once the score drops below the clear threshold.
         episode = np.where(score < self.clear_threshold, 0, episode).astype(np.int8)
-        armed = (episode == 0) & (cooldown <= 0)
+        cooled = cooldown <= 0
         last_alert_ts = self._table.column("rule_last_alert_ts")[slots]
         if self.cooldown_s > 0 and ts is not None:
-            armed &= ts - last_alert_ts >= self.cooldown_s
+            cooled &= ts - last_alert_ts >= self.cooldown_s
+        if skip_cooldown is not None:
+            cooled |= skip_cooldown
+        armed = (episode == 0) & cooled
+        if eligible is not None:
+            armed &= eligible
         enough = _popcount(hits) >= self.min_hits
         critical = score >= self.critical_threshold
         # A point fires only if it is itself a hit (old hits still in the window must not

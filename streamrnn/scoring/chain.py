@@ -9,6 +9,11 @@
   incident does not teach the model that the incident is normal. After
   ``max_skipped_points`` consecutive skipped points of a series, its points are learned
   again: a lasting change becomes the new normal instead of alerting forever.
+* **Level novelty** (optional, ``min_novelty`` > 0): an alert may open only at a point whose
+  value is far enough outside the range the series has recently visited
+  (:mod:`streamrnn.scoring.novelty`); scores, hits and learning are unchanged. During the
+  cooldown, a point ``novelty_cooldown_factor`` times as far out as the last alert may
+  still open one.
 
 Pure numpy; knows nothing of Kafka or torch.
 """
@@ -26,6 +31,7 @@ from streamrnn.scoring.alert_rule import AlertRule
 from streamrnn.scoring.base import Calibrator
 from streamrnn.scoring.evt import EVTCalibrator
 from streamrnn.scoring.likelihood import LikelihoodCalibrator
+from streamrnn.scoring.novelty import LevelNovelty
 from streamrnn.scoring.seasonal import SeasonalDeflation
 from streamrnn.scoring.tail import TailCalibrator
 
@@ -54,6 +60,7 @@ class ScoringChain:
         learn_from_anomalies: bool,
         max_skipped_points: int,
         seasonal: SeasonalDeflation | None = None,
+        novelty: LevelNovelty | None = None,
     ) -> None:
         self.calibrator = calibrator
         self.rule = rule
@@ -61,6 +68,7 @@ class ScoringChain:
         self.learn_from_anomalies = learn_from_anomalies
         self.max_skipped_points = max_skipped_points
         self.seasonal = seasonal
+        self.novelty = novelty
         self._table: SeriesTable | None = None
 
     def bind(self, table: SeriesTable) -> None:
@@ -69,6 +77,8 @@ class ScoringChain:
         self.rule.bind(table)
         if self.seasonal is not None:
             self.seasonal.bind(table)
+        if self.novelty is not None:
+            self.novelty.bind(table)
         table.add_column("skipped_run")
         self._table = table
 
@@ -78,9 +88,11 @@ class ScoringChain:
         raw: FloatArray,
         seen_before: FloatArray,
         ts: FloatArray | None = None,
+        value: FloatArray | None = None,
     ) -> ChainStep:
         """Score one point per slot (distinct slots), decide alerts, and learn the scores of
-        the points that may be learned. ``seen_before``: points the series had seen."""
+        the points that may be learned. ``seen_before``: points the series had seen;
+        ``value``: the points' values (needed for level novelty, else ignored)."""
         assert self._table is not None, "bind() first"
         warm = seen_before >= self.warmup_points
         if self.seasonal is not None and ts is not None:
@@ -88,7 +100,16 @@ class ScoringChain:
             raw = self.seasonal.deflate(slots, raw, ts)
             self.seasonal.learn(slots, original, ts)
         score = np.where(warm, self.calibrator.score(slots, raw), 0.0)
-        decision = self.rule.step(slots, score, ts)
+        eligible = skip_cooldown = deviation = None
+        if self.novelty is not None and value is not None and ts is not None:
+            eligible = self.novelty.eligible(slots, value, ts)
+            deviation = self.novelty.deviation(slots, value)
+            skip_cooldown = self.novelty.outgrows_last_alert(slots, deviation)
+            # Every point widens the envelopes, anomalous or not: a repeat is not novel.
+            self.novelty.learn(slots, value, ts)
+        decision = self.rule.step(slots, score, ts, eligible, skip_cooldown)
+        if self.novelty is not None and deviation is not None:
+            self.novelty.note_alerts(slots, deviation, (decision.severity > 0) & decision.armed)
         skipped_col = self._table.column("skipped_run")
         skipped = skipped_col[slots]
         if self.learn_from_anomalies:
@@ -136,4 +157,11 @@ def build_chain(config: ScoringConfig) -> ScoringChain:
         config.learn_from_anomalies,
         config.max_skipped_points,
         seasonal=SeasonalDeflation() if config.seasonal_deflation else None,
+        novelty=(
+            LevelNovelty(
+                config.min_novelty, config.novelty_half_life_s, config.novelty_cooldown_factor
+            )
+            if config.min_novelty > 0 or config.novelty_cooldown_factor > 0
+            else None
+        ),
     )
