@@ -1,7 +1,8 @@
 """A small run of the fault-injection script: kill -9 mid-stream, alerts and forecasts exact.
 
 The full run (``python -m tests.chaos.kill_restart``: 200,000 points, both modes) takes
-several minutes; this one replays 30,000 points with a kill 1–3 s after each start (once the partitions are restored).
+several minutes; this one replays 30,000 points with a kill 1–3 s after each start (once
+the partitions are restored).
 """
 
 from __future__ import annotations
