@@ -30,8 +30,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from streamrnn.arrays import IntArray
 from streamrnn.config import LibrdkafkaValue, Settings
 from streamrnn.kafka.changelog import LABELS_HEADER, MODEL_HEADER, read_changelog
 from streamrnn.kafka.sink import AckedSink
@@ -74,10 +76,6 @@ class Checkpointer:
         self._committed: dict[tuple[str, int], int] = {}
         self._last_checkpoint = time.monotonic()
         self._last_snapshot = time.monotonic()
-        #: True once the first assignment has been restored (readiness).
-        self.restored = False
-        self.checkpoints = 0
-        self.last_checkpoint_s = 0.0
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -111,20 +109,22 @@ class Checkpointer:
         manager.load(new)
 
     def handled(
-        self, messages: Sequence[Message], names: Sequence[str], origins: Sequence[Message]
+        self, messages: Sequence[Message], origins: Sequence[Message], slots: IntArray
     ) -> None:
-        """After a batch: its messages are handled; ``names[i]`` (decoded from
-        ``origins[i]``) were stepped."""
+        """After a batch: its ``messages`` are handled; the engine stepped the series of
+        ``origins[i]`` (the decoded ones) in ``slots[i]`` (-1: none)."""
         for msg in messages:
             topic, partition, offset = position_of(msg)
             key = (topic, partition)
             if offset + 1 > self._next.get(key, -1):
                 self._next[key] = offset + 1
-        pids = []
-        for msg in origins:
-            topic, partition, _ = position_of(msg)
-            pids.append(self.manager.partition_id(topic, partition))
-        self.manager.note_processed(names, pids)
+        pids = np.fromiter(
+            (self.manager.partition_id(*position_of(msg)[:2]) for msg in origins),
+            dtype=np.int64,
+            count=len(origins),
+        )
+        live = slots >= 0
+        self.manager.note_processed(slots[live], pids[live])
 
     def due(self) -> bool:
         """Whether ``delivery.commit_interval_s`` has passed since the last checkpoint."""
@@ -134,8 +134,7 @@ class Checkpointer:
         """One checkpoint, in the order the module docstring explains. Returns False when
         it could not complete (outage or shutdown deadline); nothing beyond what was
         delivered is committed then, and the next checkpoint tries again."""
-        started = time.monotonic()
-        self._last_checkpoint = started
+        self._last_checkpoint = time.monotonic()
         # 1. changelog records of the series that changed, co-partitioned with the input
         for (topic, partition), state in self.manager.take_dirty(self._next):
             headers: list[tuple[str, str | bytes | None]] = [(MODEL_HEADER, state.model.encode())]
@@ -162,12 +161,10 @@ class Checkpointer:
                 log.warning("offset commit failed; will retry", error=str(exc))
                 return False
         self._committed.update(offsets)
-        self.checkpoints += 1
         # 4. the local snapshot, only ever of committed state
         now = time.monotonic()
         if snapshot or now - self._last_snapshot >= self.settings.state.snapshot_interval_s:
             self._snapshot()
-        self.last_checkpoint_s = time.monotonic() - started
         return True
 
     # -- rebalances ---------------------------------------------------------------------
@@ -180,7 +177,6 @@ class Checkpointer:
             self._restore(committed)
             self._next.update(committed)
             self._committed.update(committed)
-        self.restored = True
         log.info("partitions assigned", partitions=_names(keys))
 
     def on_revoke(self, parts: list[TopicPartition]) -> None:
@@ -199,11 +195,9 @@ class Checkpointer:
         keys = [(tp.topic, tp.partition) for tp in parts]
         log.warning("partitions lost", partitions=_names(keys))
         self._forget(keys)
+        self.manager.drop_partitions(keys)
         if self.exactly_once:
-            self.manager.drop_partitions(keys)
             self.rewind()
-        else:
-            self.manager.drop_partitions(keys)
 
     def rewind(self) -> None:
         """exactly_once: abort the open transaction and return to the last committed state
@@ -280,11 +274,8 @@ class Checkpointer:
 
     def _snapshot(self) -> None:
         started = time.monotonic()
-        positions = {
-            key: position
-            for key, position in self._sink.positions.items()
-            if key in {(self._changelog(t), p) for t, p in self._committed}
-        }
+        owned = {(self._changelog(t), p) for t, p in self._committed}
+        positions = {k: v for k, v in self._sink.positions.items() if k in owned}
         written = self.manager.snapshot(positions)
         self._last_snapshot = time.monotonic()
         log.info(

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, Message
 
 from streamrnn.checkpoint import Checkpointer
 from streamrnn.config import Settings
@@ -125,22 +125,10 @@ def _run(settings: Settings, stop: threading.Event, engine: Engine, store: Local
         log.warning("delivery failed, will retry", topic=topic, error=str(err))
 
     sink = AckedSink(producer, on_produce_error)
-    checkpointer: Checkpointer | None = None
-
-    def call(name: str) -> Callable[[list[TopicPartition]], None]:
-        def callback(parts: list[TopicPartition]) -> None:
-            assert checkpointer is not None
-            getattr(checkpointer, name)(parts)
-
-        return callback
-
     source = BatchSource(
         make_consumer(settings),
         settings.topics.input,
         on_error=lambda err: log.warning("consumer error", error=str(err), code=err.code()),
-        on_assign=call("on_assign"),
-        on_revoke=call("on_revoke"),
-        on_lost=call("on_lost"),
     )
     checkpointer = Checkpointer(
         settings, source, producer, sink, manager, client_config(settings, "admin")
@@ -171,7 +159,7 @@ def _run(settings: Settings, stop: threading.Event, engine: Engine, store: Local
 
     exit_code = 0
     checkpointer.start()
-    source.subscribe()
+    source.subscribe(checkpointer.on_assign, checkpointer.on_revoke, checkpointer.on_lost)
     try:
         while not stop.is_set():
             messages = source.poll_batch(
@@ -243,7 +231,7 @@ def _handle_batch(
     names = [d.series for d in decoded]
     checkpointer.make_room(names, give_up)
     batch = engine.process(decoded)
-    checkpointer.handled(messages, names, origins)
+    checkpointer.handled(messages, origins, batch.message_slot)
     sent: set[tuple[int, str]] = set()
     for index, rejection in batch.rejections:
         # A window message with several bad points is dead-lettered once per reason.

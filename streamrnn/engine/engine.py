@@ -74,6 +74,8 @@ class EngineBatchResult:
     armed_score: FloatArray
     group: IntArray
     rejections: list[tuple[int, Rejection]]
+    #: Per input message, the slot of its series (-1: not admitted, series limit).
+    message_slot: IntArray
     #: k-step forecasts after the batch, one row per slot in ``horizon_slots`` (if enabled).
     horizon: Horizon | None = None
     horizon_slots: IntArray | None = None
@@ -170,8 +172,10 @@ class Engine:
         )
         order = order[keep]
         if len(order) == 0:
-            return _empty_result(rejections)
-        return self._step(point_msg[order], point_slot[order], ts[order], values[order], rejections)
+            return _empty_result(rejections, msg_slots)
+        return self._step(
+            point_msg[order], point_slot[order], ts[order], values[order], rejections, msg_slots
+        )
 
     def _moving_forward(
         self,
@@ -222,6 +226,7 @@ class Engine:
         ts: FloatArray,
         values: FloatArray,
         rejections: list[tuple[int, Rejection]],
+        message_slot: IntArray,
     ) -> EngineBatchResult:
         slots, group_start, lengths = np.unique(point_slot, return_index=True, return_counts=True)
         k, t_max = len(slots), int(lengths.max())
@@ -322,12 +327,16 @@ class Engine:
             armed_score=out_armed[row, col],
             group=series_group[row],
             rejections=rejections,
+            message_slot=message_slot,
             horizon=horizon,
             horizon_slots=slots if horizon is not None else None,
         )
 
 
-def _empty_result(rejections: list[tuple[int, Rejection]]) -> EngineBatchResult:
+def _empty_result(
+    rejections: list[tuple[int, Rejection]], message_slot: IntArray
+) -> EngineBatchResult:
     f = np.zeros(0)
     i = np.zeros(0, dtype=np.int64)
-    return EngineBatchResult(i, i, f, f, f, f, f, np.zeros(0, dtype=np.int8), f, i, rejections)
+    severity = np.zeros(0, dtype=np.int8)
+    return EngineBatchResult(i, i, f, f, f, f, f, severity, f, i, rejections, message_slot)

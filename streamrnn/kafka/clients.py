@@ -9,7 +9,7 @@ Every librdkafka setting under ``kafka.client`` goes to every client verbatim
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from confluent_kafka import Consumer, KafkaException, Producer
@@ -19,6 +19,7 @@ from streamrnn.config import LibrdkafkaValue, Settings
 
 __all__ = [
     "client_config",
+    "create_new_topics",
     "create_topics",
     "make_admin",
     "make_consumer",
@@ -86,13 +87,24 @@ def create_topics(
     wanted = [t for t in dict.fromkeys(topics) if t not in existing]
     if not wanted:
         return []
-    futures = admin.create_topics(
+    return create_new_topics(
+        admin,
         [
             NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
             for t in wanted
         ],
-        operation_timeout=timeout_s,
+        timeout_s,
     )
+
+
+def create_new_topics(
+    admin: AdminClient, topics: Sequence[NewTopic], timeout_s: float = 30.0
+) -> list[str]:
+    """Create ``topics`` (partitions and configs as given); one that exists meanwhile is
+    fine. Returns the names created."""
+    if not topics:
+        return []
+    futures = admin.create_topics(list(topics), operation_timeout=timeout_s)
     created = []
     for topic, future in futures.items():
         try:

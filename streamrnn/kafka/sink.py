@@ -96,19 +96,6 @@ class AckedSink:
                 for topic, key, value, headers, partition in retry:
                     self.send(topic, key, value, headers, partition)
 
-    def serve(self) -> None:
-        """Serve delivery reports that have arrived, without waiting."""
-        self._producer.poll(0)
-
-    @property
-    def pending(self) -> int:
-        """Records sent but not yet acknowledged."""
-        return self._pending
-
-    def failed_count(self) -> int:
-        """Records whose delivery failed and that wait to be sent again."""
-        return len(self._failed)
-
     def discard(self) -> None:
         """Forget failed and pending records (their transaction was aborted)."""
         self._failed = []

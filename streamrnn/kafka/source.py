@@ -33,18 +33,18 @@ class BatchSource:
         consumer: Consumer,
         topics: Sequence[str],
         on_error: Callable[[KafkaError], None],
-        on_assign: Callable[[list[TopicPartition]], None],
-        on_revoke: Callable[[list[TopicPartition]], None],
-        on_lost: Callable[[list[TopicPartition]], None] | None = None,
     ) -> None:
         self._consumer = consumer
         self._on_error = on_error
         self._topics = list(topics)
-        self._callbacks = (on_assign, on_revoke, on_lost or on_revoke)
 
-    def subscribe(self) -> None:
+    def subscribe(
+        self,
+        on_assign: Callable[[list[TopicPartition]], None],
+        on_revoke: Callable[[list[TopicPartition]], None],
+        on_lost: Callable[[list[TopicPartition]], None],
+    ) -> None:
         """Join the group; the callbacks run inside later polls (rebalances)."""
-        on_assign, on_revoke, on_lost = self._callbacks
         self._consumer.subscribe(
             self._topics,
             on_assign=lambda _c, parts: on_assign(parts),

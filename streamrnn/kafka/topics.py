@@ -15,10 +15,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streamrnn.config import Settings
+from streamrnn.kafka.clients import create_new_topics
 from streamrnn.logs import get_logger
 
 __all__ = ["TopicLayoutError", "ensure_topics"]
@@ -86,13 +86,6 @@ def ensure_topics(
                 wanted.append(
                     NewTopic(name, num_partitions=max(counts.values()), replication_factor=-1)
                 )
-    if wanted:
-        futures = admin.create_topics(wanted, operation_timeout=timeout_s)
-        for name, future in futures.items():
-            try:
-                future.result(timeout=timeout_s)
-                log.info("topic created", topic=name)
-            except KafkaException as exc:
-                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                    raise
+    for name in create_new_topics(admin, wanted, timeout_s):
+        log.info("topic created", topic=name)
     return counts

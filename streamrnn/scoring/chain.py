@@ -100,16 +100,14 @@ class ScoringChain:
             raw = self.seasonal.deflate(slots, raw, ts)
             self.seasonal.learn(slots, original, ts)
         score = np.where(warm, self.calibrator.score(slots, raw), 0.0)
-        eligible = skip_cooldown = deviation = None
         if self.novelty is not None and value is not None and ts is not None:
-            eligible = self.novelty.eligible(slots, value, ts)
-            deviation = self.novelty.deviation(slots, value)
-            skip_cooldown = self.novelty.outgrows_last_alert(slots, deviation)
             # Every point widens the envelopes, anomalous or not: a repeat is not novel.
-            self.novelty.learn(slots, value, ts)
-        decision = self.rule.step(slots, score, ts, eligible, skip_cooldown)
-        if self.novelty is not None and deviation is not None:
-            self.novelty.note_alerts(slots, deviation, (decision.severity > 0) & decision.armed)
+            judged = self.novelty.step(slots, value, ts)
+            decision = self.rule.step(slots, score, ts, judged.eligible, judged.skip_cooldown)
+            opened = (decision.severity > 0) & decision.armed
+            self.novelty.note_alerts(slots, judged.deviation, opened)
+        else:
+            decision = self.rule.step(slots, score, ts)
         skipped_col = self._table.column("skipped_run")
         skipped = skipped_col[slots]
         if self.learn_from_anomalies:

@@ -28,12 +28,14 @@ Pure numpy; knows nothing of Kafka or torch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from streamrnn.arrays import BoolArray, FloatArray, IntArray
 from streamrnn.engine.series_table import SeriesTable
 
-__all__ = ["LevelNovelty"]
+__all__ = ["LevelNovelty", "NoveltyStep"]
 
 
 #: Weight of the newest value in the running centre and deviation (floor; exact at first).
@@ -42,6 +44,16 @@ CENTRE_ALPHA = 0.01
 CENTRE_CLIP = 3.0
 #: Values a series must have learned before novelty can block an alert.
 MIN_LEARNED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class NoveltyStep:
+    """One point per series: may it open an alert, its distance from the series' centre,
+    and may it open one during the cooldown."""
+
+    eligible: BoolArray
+    deviation: FloatArray
+    skip_cooldown: BoolArray
 
 
 class LevelNovelty:
@@ -82,27 +94,33 @@ class LevelNovelty:
         empty envelope; NaN values: 0). Uses only what the series has learned so far."""
         assert self._table is not None, "bind() first"
         up, down = self._envelopes(slots, ts)
-        deviation = value - self._table.column("nov_centre")[slots]
-        envelope = np.where(deviation >= 0, up, down)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(envelope > 0, np.abs(deviation) / envelope, np.inf)
-        ratio = np.where(np.abs(deviation) > 0, ratio, 0.0)
-        novelty: FloatArray = np.where(np.isfinite(value), ratio, 0.0)
-        return novelty
+        return _ratio(value - self._table.column("nov_centre")[slots], up, down)
 
     def eligible(self, slots: IntArray, value: FloatArray, ts: FloatArray) -> BoolArray:
         """Points novel enough to alert (a series younger than MIN_LEARNED: all)."""
+        return self._eligible(slots, self.novelty(slots, value, ts))
+
+    def step(self, slots: IntArray, value: FloatArray, ts: FloatArray) -> NoveltyStep:
+        """Judge one point per slot, then learn it: what :meth:`eligible`,
+        :meth:`outgrows_last_alert` and :meth:`learn` do, with the envelopes decayed once."""
+        assert self._table is not None, "bind() first"
+        up, down = self._envelopes(slots, ts)
+        signed = value - self._table.column("nov_centre")[slots]
+        deviation = np.abs(signed)
+        deviation = np.where(np.isfinite(deviation), deviation, 0.0)
+        judged = NoveltyStep(
+            eligible=self._eligible(slots, _ratio(signed, up, down)),
+            deviation=deviation,
+            skip_cooldown=self.outgrows_last_alert(slots, deviation),
+        )
+        self._learn(slots, value, ts, up, down)
+        return judged
+
+    def _eligible(self, slots: IntArray, novelty: FloatArray) -> BoolArray:
         assert self._table is not None, "bind() first"
         young = self._table.column("nov_count")[slots] < MIN_LEARNED
-        ok: BoolArray = young | (self.novelty(slots, value, ts) >= self.min_novelty)
+        ok: BoolArray = young | (novelty >= self.min_novelty)
         return ok
-
-    def deviation(self, slots: IntArray, value: FloatArray) -> FloatArray:
-        """Distance of each value from its series' centre (NaN values: 0)."""
-        assert self._table is not None, "bind() first"
-        deviation = np.abs(value - self._table.column("nov_centre")[slots])
-        out: FloatArray = np.where(np.isfinite(deviation), deviation, 0.0)
-        return out
 
     def outgrows_last_alert(self, slots: IntArray, deviation: FloatArray) -> BoolArray:
         """Deviations at least ``cooldown_factor`` times that of the series' last alert
@@ -121,11 +139,17 @@ class LevelNovelty:
 
     def learn(self, slots: IntArray, value: FloatArray, ts: FloatArray) -> None:
         """Add one value per slot (NaN values are ignored): centre, deviation, envelopes."""
+        up, down = self._envelopes(slots, ts)
+        self._learn(slots, value, ts, up, down)
+
+    def _learn(
+        self, slots: IntArray, value: FloatArray, ts: FloatArray, up: FloatArray, down: FloatArray
+    ) -> None:
+        """:meth:`learn` with the envelopes already decayed to ``ts``."""
         assert self._table is not None, "bind() first"
         ok = np.isfinite(value)
-        slots, value, ts = slots[ok], value[ok], ts[ok]
+        slots, value, ts, up, down = slots[ok], value[ok], ts[ok], up[ok], down[ok]
         tbl = self._table
-        up, down = self._envelopes(slots, ts)
         centre = tbl.column("nov_centre")[slots]
         mad = tbl.column("nov_mad")[slots].astype(np.float64)
         count = tbl.column("nov_count")[slots].astype(np.float64) + 1.0
@@ -149,3 +173,13 @@ class LevelNovelty:
         tbl.column("nov_down")[slots] = down
         tbl.column("nov_ts")[slots] = ts
         tbl.column("nov_count")[slots] = count
+
+
+def _ratio(signed: FloatArray, up: FloatArray, down: FloatArray) -> FloatArray:
+    """|deviation| over the envelope on its side (inf beyond an empty one; NaN values: 0)."""
+    envelope = np.where(signed >= 0, up, down)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(envelope > 0, np.abs(signed) / envelope, np.inf)
+    ratio = np.where(np.abs(signed) > 0, ratio, 0.0)
+    novelty: FloatArray = np.where(np.isfinite(signed), ratio, 0.0)
+    return novelty

@@ -85,11 +85,8 @@ class SeriesStateManager:
         self._partitions: list[tuple[str, int]] = []
         self._partition_ids: dict[tuple[str, int], int] = {}
         self._tick = 0
-        #: Running totals, for logs and metrics.
-        self.loaded = 0
-        self.evicted = 0
+        #: Series whose hidden state restarted because their model changed (since start).
         self.reset_states = 0
-        self.incompatible = 0
 
     # -- partitions ---------------------------------------------------------------------
 
@@ -143,7 +140,6 @@ class SeriesStateManager:
             return 0
         rows, bad = self.codec.decode([s.blob for s in stored])
         if bad:
-            self.incompatible += len(bad)
             log.warning(
                 "stored state does not fit this build's layout; series start afresh",
                 series=len(bad),
@@ -161,20 +157,13 @@ class SeriesStateManager:
         tbl.column("dirty")[slots] = False
         tbl.column("unsnapped")[slots] = False
         tbl.column("touched")[slots] = self._tick
-        self.loaded += len(stored)
         return len(stored)
 
-    def note_processed(self, names: Sequence[str], partition_ids: Sequence[int]) -> None:
-        """Mark the series of a batch's messages (``names[i]`` arrived on partition
-        ``partition_ids[i]``) as changed; series that are not live (rejected) are skipped."""
+    def note_processed(self, slots: IntArray, partition_ids: IntArray) -> None:
+        """Mark the series in ``slots`` (stepped by a batch, arriving on ``partition_ids``)
+        as changed and most recently seen."""
         self._tick += 1
         tbl = self.table
-        found = [(tbl.slot_of(n), p) for n, p in zip(names, partition_ids, strict=True)]
-        pairs = [(s, p) for s, p in found if s is not None]
-        if not pairs:
-            return
-        slots = np.array([s for s, _ in pairs], dtype=np.int64)
-        partition_ids = [p for _, p in pairs]
         tbl.column("src")[slots] = partition_ids
         tbl.column("dirty")[slots] = True
         tbl.column("unsnapped")[slots] = True
@@ -280,7 +269,6 @@ class SeriesStateManager:
             return
         self.store.put(self._states(slots))
         self.table.remove(slots)
-        self.evicted += len(slots)
 
     def _states(self, slots: IntArray) -> list[StoredState]:
         tbl = self.table

@@ -34,7 +34,7 @@ def _fill(manager: SeriesStateManager, names: list[str], partition: int = 0) -> 
     table.column("level")[slots] = np.arange(len(names)) + 0.5
     table.column("state.global")[slots] = np.arange(3 * len(names)).reshape(-1, 1, 3)
     pid = manager.partition_id("in", partition)
-    manager.note_processed(names, [pid] * len(names))
+    manager.note_processed(slots, np.full(len(names), pid))
 
 
 def test_codec_round_trips_every_persistent_column() -> None:
@@ -125,7 +125,7 @@ def test_changelog_merge_skips_state_beyond_the_committed_offset(tmp_path: Path)
     _fill(source, ["a"])
     ((_, committed_state),) = source.take_dirty({("in", 0): 10})
     source.table.column("level")[source.table.slot_of("a")] = 99.0
-    source.note_processed(["a"], [source.partition_id("in", 0)])
+    source.note_processed(np.array([0]), np.array([source.partition_id("in", 0)]))
     ((_, uncommitted_state),) = source.take_dirty({("in", 0): 20})
 
     target = _manager(tmp_path / "two")
