@@ -2,4 +2,6 @@
 
 from streamrnn.cli import main
 
-raise SystemExit(main())
+# Guarded: the background trainer's spawned process imports this module as __mp_main__.
+if __name__ == "__main__":
+    raise SystemExit(main())

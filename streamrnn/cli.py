@@ -1,4 +1,5 @@
-"""The ``streamrnn`` command line: ``run``, ``train``, ``evaluate``, ``demo``, ``broker``.
+"""The ``streamrnn`` command line: ``run``, ``train``, ``evaluate``, ``demo``, ``models``,
+``broker``.
 
 Exit codes: 0 success (including a stop by SIGTERM/SIGINT), 1 runtime failure, 2 invalid
 usage or configuration (the message names the field and what is wrong).
@@ -31,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _cmd_train,
         "evaluate": _cmd_evaluate,
         "demo": _cmd_demo,
+        "models": _cmd_models,
         "broker": _cmd_broker,
     }[args.command]
     code: int = handler(args)
@@ -113,6 +115,18 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=180.0, help="longest run of the daemon, seconds"
     )
     demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic stream")
+
+    models = sub.add_parser("models", help="list the model registry, or roll back a model group")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    listing = models_sub.add_parser("list", help="the stored model versions and their metadata")
+    _add_config_arg(listing)
+    listing.add_argument("--group", help="only this model group")
+    rollback = models_sub.add_parser(
+        "rollback", help="serve a stored version again, on every instance (via the model topic)"
+    )
+    _add_config_arg(rollback)
+    rollback.add_argument("version", help="a version from `streamrnn models list`")
+    rollback.add_argument("--group", help="the model group (needed only if ambiguous)")
 
     broker = sub.add_parser("broker", help="manage the local Apache Kafka broker (KRaft)")
     broker.add_argument("action", choices=["start", "stop", "status"])
@@ -205,6 +219,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     return run_demo(settings, options)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_USAGE
+    from streamrnn.models_cli import run_models
+
+    return run_models(settings, args)
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ __all__ = [
     "LoggingConfig",
     "ModelConfig",
     "ModelGroupConfig",
+    "RetrainConfig",
     "ScoringConfig",
     "SeriesConfig",
     "Settings",
@@ -130,8 +131,16 @@ class TopicsConfig(_Section):
     #: Compacted changelog of per-series state, one per input topic ("{group_id}" and
     #: "{topic}" are filled in); same partition count as its input topic.
     changelog: str = Field("{group_id}-{topic}-state", min_length=1)
-    #: Create missing output, dead-letter and changelog topics at start-up.
+    #: Compacted topic of promoted models, keyed by model group ("{group_id}" is filled in):
+    #: the training instance publishes every promotion (and rollback) here, and every
+    #: instance loads the newest model of each group from it, at start-up and while running.
+    models: str = Field("{group_id}-models", min_length=1)
+    #: Create missing output, dead-letter, changelog and model topics at start-up.
     create: bool = True
+
+    def models_of(self, group_id: str) -> str:
+        """The model topic's name."""
+        return self.models.format(group_id=group_id)
 
     def changelog_of(self, input_topic: str, group_id: str) -> str:
         """The changelog topic that holds the state of ``input_topic``'s series."""
@@ -316,6 +325,60 @@ class SeriesConfig(_Section):
     normaliser_alpha: float = Field(0.01, gt=0, le=1)
 
 
+class RetrainConfig(_Section):
+    """Background retraining: when it runs, on what data, and what a candidate must beat.
+
+    Only the instance that owns partition 0 of the first input topic trains (see README);
+    it publishes promoted models to ``topics.models`` and every instance serves them.
+    """
+
+    #: false: never train here (models published by another instance are still loaded).
+    enabled: bool = True
+    #: Seconds between scheduled retrains of each model group (None: on drift only).
+    interval_s: float | None = Field(21_600.0, gt=0)
+    #: Drift detector on each model group's one-step forecast error (river.drift):
+    #: adwin, page_hinkley, or off.
+    drift: Literal["adwin", "page_hinkley", "off"] = "adwin"
+    #: ADWIN confidence (smaller: fewer, surer detections).
+    drift_delta: float = Field(0.002, gt=0, lt=1)
+    #: A detected change counts as drift only if the recent error is at least this multiple
+    #: of the error before it (small, statistically significant wobbles are not worth a
+    #: retrain).
+    drift_min_ratio: float = Field(1.25, ge=1)
+    #: Forecast errors fed to the detector per model group per batch (a uniform sample).
+    drift_sample_points: int = Field(64, ge=1)
+    #: Seconds after a retrain (or start-up) before drift may trigger another.
+    drift_min_interval_s: float = Field(1_800.0, ge=0)
+    #: Training buffer: most recent points kept per series...
+    buffer_points: int = Field(512, ge=32)
+    #: ...for at most this many series (a uniform reservoir over the series seen). Memory:
+    #: buffer_series x buffer_points x 16 bytes (64 MiB at the defaults).
+    buffer_series: int = Field(8_192, ge=1)
+    #: A group is trained only when its buffered series hold this many points in all.
+    min_train_points: int = Field(20_000, ge=100)
+    #: Passes over the buffer per retrain (early stopping may end sooner), and patience.
+    epochs: int = Field(10, ge=1)
+    patience: int = Field(3, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    #: Truncated-BPTT chunk (points) and gradient-norm clip, as in ``streamrnn train``.
+    chunk_points: int = Field(64, ge=4)
+    grad_clip: float = Field(1.0, gt=0)
+    #: Last fraction of every buffered series held out for the promotion gate (never trained
+    #: on); early stopping uses the last ``early_stop_fraction`` of the rest.
+    holdout_fraction: float = Field(0.2, gt=0, lt=0.9)
+    early_stop_fraction: float = Field(0.15, gt=0, lt=0.9)
+    #: A candidate is promoted only if its held-out forecast NLL (nats per point) is lower
+    #: than the serving model's by at least this much.
+    min_improvement: float = Field(0.01, ge=0)
+    #: Torch threads of the trainer process, and its nice value (background priority).
+    threads: int = Field(1, ge=1, le=64)
+    nice: int = Field(10, ge=0, le=19)
+    #: Where promoted models are kept (None: ``state.directory``/models, else a temporary
+    #: directory); the last ``keep_versions`` of each group are kept.
+    registry_dir: Path | None = None
+    keep_versions: int = Field(5, ge=1)
+
+
 class LoggingConfig(_Section):
     """Log level and rendering."""
 
@@ -342,6 +405,7 @@ class Settings(BaseSettings):
     model: ModelConfig = Field(default_factory=ModelConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     series: SeriesConfig = Field(default_factory=SeriesConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @classmethod

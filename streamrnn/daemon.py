@@ -40,7 +40,14 @@ from streamrnn.config import Settings
 from streamrnn.decode import DecodedMessage, DecodeRules, Rejection, decode_message
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
-from streamrnn.kafka.clients import client_config, make_admin, make_consumer, make_producer
+from streamrnn.kafka.clients import (
+    client_config,
+    make_admin,
+    make_consumer,
+    make_producer,
+    transactional_id,
+)
+from streamrnn.kafka.model_topic import ModelTopic
 from streamrnn.kafka.sink import AckedSink
 from streamrnn.kafka.source import BatchSource, position_of
 from streamrnn.kafka.topics import TopicLayoutError, ensure_topics
@@ -55,6 +62,9 @@ from streamrnn.records import (
     finite_or_none,
     iso_time,
 )
+from streamrnn.retrain.controller import RetrainController
+from streamrnn.retrain.registry import ModelRegistry
+from streamrnn.retrain.worker import BackgroundTrainer
 from streamrnn.scoring.alert_rule import SEVERITY_NAMES
 from streamrnn.state.manager import GroupInfo, SeriesStateManager
 from streamrnn.state.store import LocalStateStore, StoreLockedError
@@ -67,6 +77,8 @@ log = get_logger("daemon")
 STATS_INTERVAL_S = 10.0
 #: Seconds the shutdown may wait for outstanding acknowledgements before giving up.
 SHUTDOWN_ACK_TIMEOUT_S = 20.0
+#: Seconds between checks of the model topic and of which instance trains.
+MODEL_CHECK_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -109,8 +121,8 @@ def _run(settings: Settings, stop: threading.Event, engine: Engine, store: Local
     manager = SeriesStateManager(
         engine.table,
         store,
-        [GroupInfo(g.version, f"state.{g.name}") for g in engine.groups],
-        route=lambda name: engine.groups.index(engine.group_of(name)),
+        [GroupInfo(g.version, f"state.{g.name}", frozenset(g.lineage)) for g in engine.groups],
+        route=engine.group_index_of,
     )
     try:
         partitions = ensure_topics(settings, make_admin(settings), stop.is_set)
@@ -119,6 +131,39 @@ def _run(settings: Settings, stop: threading.Event, engine: Engine, store: Local
         return 2
     if not partitions:
         return 0  # stopped while waiting for the input topics
+    models = ModelTopic(
+        client_config(settings, "admin"),
+        settings.topics.models_of(settings.kafka.group_id),
+        publisher=transactional_id(settings),
+    )
+    retrain = settings.retrain
+    controller = RetrainController(
+        retrain,
+        engine,
+        manager,
+        ModelRegistry(retrain.registry_dir or store.path.parent / "models", retrain.keep_versions),
+        BackgroundTrainer(retrain.threads, retrain.nice) if retrain.enabled else None,
+        models.publish,
+    )
+    try:
+        # Every instance serves the newest published model of each group, from the start.
+        for record in models.read_latest().values():
+            controller.adopt(record.group, record.version, record.artifact, record.reason)
+        return _loop(settings, stop, engine, store, manager, controller, models)
+    finally:
+        controller.close()
+        models.close()
+
+
+def _loop(
+    settings: Settings,
+    stop: threading.Event,
+    engine: Engine,
+    store: LocalStateStore,
+    manager: SeriesStateManager,
+    controller: RetrainController,
+    models: ModelTopic,
+) -> int:
     producer = make_producer(settings)
 
     def on_produce_error(topic: str, err: KafkaError) -> None:
@@ -144,9 +189,14 @@ def _run(settings: Settings, stop: threading.Event, engine: Engine, store: Local
         bootstrap_servers=settings.kafka.bootstrap_servers,
         delivery=settings.delivery.mode,
         state_store=str(store.path),
-        model_version=engine.model_version,
+        model_versions={g.name: g.version for g in engine.groups},
+        retrain=settings.retrain.enabled,
+        training_buffer_mib=round(controller.buffer.nbytes / 2**20, 1),
     )
     next_stats = time.monotonic() + STATS_INTERVAL_S
+    next_model_check = 0.0
+    trainer = False
+    trainer_partition = (settings.topics.input[0], 0)
     shutdown_deadline: float | None = None
 
     def give_up() -> bool:
@@ -166,12 +216,30 @@ def _run(settings: Settings, stop: threading.Event, engine: Engine, store: Local
                 settings.consume.batch_max_messages, settings.consume.poll_timeout_s
             )
             if messages:
-                _handle_batch(settings, engine, checkpointer, sink, messages, stats, give_up)
+                batch = _handle_batch(
+                    settings, engine, checkpointer, sink, messages, stats, give_up
+                )
+                controller.observe(batch)
             if checkpointer.due():
                 checkpointer.checkpoint(give_up)
-            if time.monotonic() >= next_stats:
-                log.info("progress", live_series=len(engine.table), **stats.as_log_fields())
-                next_stats = time.monotonic() + STATS_INTERVAL_S
+            now = time.monotonic()
+            if now >= next_model_check:
+                next_model_check = now + MODEL_CHECK_INTERVAL_S
+                for record in models.poll():
+                    controller.adopt(record.group, record.version, record.artifact, record.reason)
+                owns = trainer_partition in source.assignment()
+                if owns != trainer:
+                    trainer = owns
+                    log.info("training role", trainer=trainer and settings.retrain.enabled)
+            controller.tick(trainer)
+            if now >= next_stats:
+                log.info(
+                    "progress",
+                    live_series=len(engine.table),
+                    **stats.as_log_fields(),
+                    **controller.status(),
+                )
+                next_stats = now + STATS_INTERVAL_S
         if not checkpointer.close(give_up):
             log.error("shutting down with unacknowledged records; offsets not committed")
             exit_code = 1
@@ -206,7 +274,7 @@ def _handle_batch(
     messages: Sequence[Message],
     stats: DaemonStats,
     give_up: Callable[[], bool],
-) -> None:
+) -> EngineBatchResult:
     """Decode, process and produce the records of one batch (not yet acknowledged)."""
     decoded: list[DecodedMessage] = []
     origins: list[Message] = []
@@ -242,6 +310,7 @@ def _handle_batch(
     _produce_alerts(settings, engine, sink, batch, decoded, origins, stats)
     if settings.topics.forecasts:
         _produce_forecasts(settings.topics.forecasts, engine, sink, batch, decoded)
+    return batch
 
 
 def _produce_alerts(

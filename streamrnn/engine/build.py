@@ -59,9 +59,11 @@ def build_engine(settings: Settings) -> Engine:
     if artifact_path is not None:
         loaded = artifact.load(artifact_path)
         global_model, global_version = loaded.model, loaded.version
+        global_lineage = tuple(loaded.metadata.get("lineage", ()))
         normaliser_alpha = loaded.normaliser_alpha
     else:
         global_model = untrained_model(m)
+        global_lineage = ()
         global_version = (
             f"untrained-{m.cell}-h{m.hidden_size}-l{m.num_layers}"
             f"{'-decay' if m.decay else ''}-seed{m.seed}"
@@ -70,10 +72,15 @@ def build_engine(settings: Settings) -> Engine:
     for group in m.groups:
         if group.artifact is not None:
             loaded = artifact.load(group.artifact)
-            groups.append(ModelGroup(group.name, group.pattern, loaded.model, loaded.version))
+            lineage = tuple(loaded.metadata.get("lineage", ()))
+            groups.append(
+                ModelGroup(group.name, group.pattern, loaded.model, loaded.version, lineage)
+            )
         else:
-            groups.append(ModelGroup(group.name, group.pattern, global_model, global_version))
-    groups.append(ModelGroup("global", None, global_model, global_version))
+            groups.append(
+                ModelGroup(group.name, group.pattern, global_model, global_version, global_lineage)
+            )
+    groups.append(ModelGroup("global", None, global_model, global_version, global_lineage))
     return Engine(
         groups=groups,
         chain=build_chain(settings.scoring),

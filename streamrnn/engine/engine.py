@@ -52,6 +52,8 @@ class ModelGroup:
     pattern: str | None
     model: RecurrentForecaster
     version: str
+    #: Versions this model descends from by retraining (oldest first).
+    lineage: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,8 @@ class EngineBatchResult:
     severity: Int8Array
     #: The score where the alert rule was armed (could fire), else 0.
     armed_score: FloatArray
+    #: The series' step scale before each point (value units; MASE's denominator).
+    error_scale: FloatArray
     group: IntArray
     rejections: list[tuple[int, Rejection]]
     #: Per input message, the slot of its series (-1: not admitted, series limit).
@@ -124,10 +128,39 @@ class Engine:
 
     def group_of(self, series: str) -> ModelGroup:
         """The model group that serves ``series``."""
-        for group in self.groups:
+        return self.groups[self.group_index_of(series)]
+
+    def group_index_of(self, series: str) -> int:
+        """The index (in :attr:`groups`) of the model group that serves ``series``."""
+        for index, group in enumerate(self.groups):
             if group.pattern is None or fnmatch.fnmatchcase(series, group.pattern):
-                return group
+                return index
         raise AssertionError("unreachable: the last group matches everything")
+
+    def swap_model(
+        self, index: int, model: RecurrentForecaster, version: str, lineage: Sequence[str] = ()
+    ) -> None:
+        """Serve group ``index`` with ``model`` from the next batch on (same state shape).
+
+        The series' recurrent states are kept as they are; re-warm them with
+        :meth:`set_states` where history is available.
+        """
+        old = self.groups[index]
+        if (model.spec.state_rows, model.spec.hidden_size) != (
+            old.model.spec.state_rows,
+            old.model.spec.hidden_size,
+        ):
+            raise ValueError(
+                f"model {version} has another state shape than {old.version}; restart to change"
+                " the architecture"
+            )
+        model.eval()
+        self.groups[index] = ModelGroup(old.name, old.pattern, model, version, tuple(lineage))
+
+    def set_states(self, index: int, slots: IntArray, states: npt.NDArray[np.float32]) -> None:
+        """Overwrite the recurrent state (K, S, H) of the live series in ``slots`` (group
+        ``index``)."""
+        self.table.column(f"state.{self.groups[index].name}")[slots] = states
 
     def hidden_state(self, series: str) -> npt.NDArray[np.float32] | None:
         """A copy of a live series' recurrent state, (S, H), or None if it is not live."""
@@ -145,7 +178,7 @@ class Engine:
         # Series seen for the first time are routed to their model group once, here.
         group_col = self.table.column("group")
         for slot in range(live_before, len(self.table)):
-            group_col[slot] = self.groups.index(self.group_of(self.table.name_of(slot)))
+            group_col[slot] = self.group_index_of(self.table.name_of(slot))
         for i in np.flatnonzero(msg_slots < 0):
             rejections.append(
                 (
@@ -253,6 +286,7 @@ class Engine:
 
         out_forecast = np.full((k, t_max), np.nan)
         out_spread = np.full((k, t_max), np.nan)
+        out_scale = np.full((k, t_max), np.nan)
         out_score = np.zeros((k, t_max))
         out_armed = np.zeros((k, t_max))
         out_severity = np.zeros((k, t_max), dtype=np.int8)
@@ -278,6 +312,7 @@ class Engine:
                     slots[a], raw[a], f.seen_before[a], grid_ts[a, j], grid_val[a, j]
                 )
                 out_forecast[:, j], out_spread[:, j] = forecast, spread
+                out_scale[:, j] = f.scale
                 out_score[a, j], out_armed[a, j] = step.score, step.armed_score
                 out_severity[a, j] = step.severity
                 learn = a.copy()
@@ -325,6 +360,7 @@ class Engine:
             score=out_score[row, col],
             severity=out_severity[row, col],
             armed_score=out_armed[row, col],
+            error_scale=out_scale[row, col],
             group=series_group[row],
             rejections=rejections,
             message_slot=message_slot,
@@ -339,4 +375,4 @@ def _empty_result(
     f = np.zeros(0)
     i = np.zeros(0, dtype=np.int64)
     severity = np.zeros(0, dtype=np.int8)
-    return EngineBatchResult(i, i, f, f, f, f, f, severity, f, i, rejections, message_slot)
+    return EngineBatchResult(i, i, f, f, f, f, f, severity, f, f, i, rejections, message_slot)

@@ -27,7 +27,16 @@ from streamrnn.forecast.features import (
 )
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 
-__all__ = ["ARTIFACT_FORMAT", "ArtifactError", "LoadedModel", "feature_spec", "load", "save"]
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "ArtifactError",
+    "LoadedModel",
+    "feature_spec",
+    "from_bytes",
+    "load",
+    "save",
+    "to_bytes",
+]
 
 ARTIFACT_FORMAT = "streamrnn-model/1"
 
@@ -58,14 +67,14 @@ def feature_spec() -> dict[str, Any]:
     }
 
 
-def save(
-    path: Path,
+def to_bytes(
     model: RecurrentForecaster,
     normaliser_alpha: float,
     metadata: dict[str, Any],
     version: str | None = None,
-) -> str:
-    """Write ``model`` to ``path``; returns its version (derived from the weights if not given)."""
+) -> tuple[bytes, str]:
+    """An artifact of ``model`` as bytes, and its version (derived from the weights and the
+    time if not given). What :func:`save` writes; also what the model topic carries."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if version is None:
         buffer = io.BytesIO()
@@ -83,11 +92,30 @@ def save(
         "metadata": metadata,
         "state_dict": state,
     }
+    out = io.BytesIO()
+    torch.save(doc, out)
+    return out.getvalue(), version
+
+
+def save(
+    path: Path,
+    model: RecurrentForecaster,
+    normaliser_alpha: float,
+    metadata: dict[str, Any],
+    version: str | None = None,
+) -> str:
+    """Write ``model`` to ``path`` atomically; returns its version (see :func:`to_bytes`)."""
+    data, version = to_bytes(model, normaliser_alpha, metadata, version)
+    write_atomic(path, data)
+    return version
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename (never a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(doc, tmp)
+    tmp.write_bytes(data)
     tmp.replace(path)
-    return version
 
 
 def load(path: Path) -> LoadedModel:
@@ -98,8 +126,18 @@ def load(path: Path) -> LoadedModel:
     """
     if not path.is_file():
         raise ArtifactError(f"model artifact {path} does not exist")
+    return from_bytes(path.read_bytes(), str(path))
+
+
+def from_bytes(data: bytes, origin: str) -> LoadedModel:
+    """Read an artifact from bytes (``origin`` names where they came from, for errors).
+
+    Raises:
+        ArtifactError: not an artifact, or a feature spec this code differs from.
+    """
+    path = origin
     try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
+        doc = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         # torch's own message suggests weights_only=False: unsafe advice for an unknown file.
         raise ArtifactError(

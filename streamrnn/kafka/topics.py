@@ -4,6 +4,7 @@
   within ``state.changelog_compaction_lag_s`` (so a restore after a crash finds the state
   that the committed offsets point at), and with the *same partition count* as its input
   topic, because the state of input partition p lives in changelog partition p;
+* the model topic (one partition, compacted; see :mod:`streamrnn.kafka.model_topic`);
 * the alert, forecast and dead-letter topics, when missing, with as many partitions as the
   largest input topic.
 
@@ -19,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from streamrnn.config import Settings
 from streamrnn.kafka.clients import create_new_topics
+from streamrnn.kafka.model_topic import model_topic_spec
 from streamrnn.logs import get_logger
 
 __all__ = ["TopicLayoutError", "ensure_topics"]
@@ -79,6 +81,9 @@ def ensure_topics(
                 },
             )
         )
+    models = topics.models_of(group)
+    if models not in listed:
+        wanted.append(model_topic_spec(models))
     if topics.create:
         outputs = [topics.alerts, topics.forecasts, topics.dead_letter]
         for name in dict.fromkeys(o for o in outputs if o):

@@ -41,10 +41,16 @@ TRANSIENT_COLUMNS = ("src", "dirty", "unsnapped", "touched", "ckpt_offset")
 
 @dataclass(frozen=True, slots=True)
 class GroupInfo:
-    """A model group as the state layer sees it: its version and its hidden-state column."""
+    """A model group as the state layer sees it: its version and its hidden-state column.
+
+    ``related`` are versions whose hidden states this version may carry on from (its
+    ancestors by retraining, and the versions served before it by this process): a stored
+    state of such a version is kept, one of an unrelated model is restarted.
+    """
 
     version: str
     state_column: str
+    related: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +174,18 @@ class SeriesStateManager:
         tbl.column("dirty")[slots] = True
         tbl.column("unsnapped")[slots] = True
         tbl.column("touched")[slots] = self._tick
+
+    def model_changed(self, group: int, info: GroupInfo, rewarmed: IntArray) -> None:
+        """Group ``group`` now serves ``info.version``; the live series in ``rewarmed`` got
+        new hidden states (their changelog records are due). Versions served before stay
+        related, so states stored under them are carried on, not restarted."""
+        old = self.groups[group]
+        self.groups[group] = GroupInfo(
+            info.version, info.state_column, info.related | old.related | {old.version}
+        )
+        tbl = self.table
+        tbl.column("dirty")[rewarmed] = True
+        tbl.column("unsnapped")[rewarmed] = True
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -293,12 +311,16 @@ class SeriesStateManager:
         return out
 
     def _check_models(self, slots: IntArray, models: Sequence[str]) -> None:
-        """Series now routed to another group, or whose model changed, restart their
-        recurrent state from zero (a hidden state means nothing to another model)."""
+        """Series now routed to another group, or whose model changed to an unrelated one,
+        restart their recurrent state from zero (a hidden state means nothing to another
+        model); see :class:`GroupInfo` for related models."""
         group_col = self.table.column("group")
         for slot, model in zip(slots.tolist(), models, strict=True):
             routed = self._route(self.table.name_of(slot))
-            if int(group_col[slot]) != routed or self.groups[routed].version != model:
+            info = self.groups[routed]
+            if int(group_col[slot]) != routed or (
+                model != info.version and model not in info.related
+            ):
                 group_col[slot] = routed
                 self.table.column(self.groups[routed].state_column)[slot] = 0.0
                 self.reset_states += 1
