@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,10 +42,9 @@ from streamrnn.retrain.buffer import TrainingBuffer
 from streamrnn.retrain.drift import DriftEvent, ErrorDriftMonitor
 from streamrnn.retrain.job import RetrainJob, RetrainResult, Trigger
 from streamrnn.retrain.registry import ModelRegistry
-from streamrnn.retrain.worker import BackgroundTrainer
 from streamrnn.state.manager import GroupInfo, SeriesStateManager
 
-__all__ = ["Publisher", "RetrainController", "RetrainCounters"]
+__all__ = ["Publisher", "RetrainController", "RetrainCounters", "Trainer"]
 
 log = get_logger("retrain")
 
@@ -60,6 +59,20 @@ MIN_SERIES_POINTS = 32
 DRIFT_DATA_FRACTION = 0.5
 #: Seconds between checks of a due group whose buffer is still too small.
 _DATA_CHECK_INTERVAL_S = 10.0
+
+
+class Trainer(Protocol):
+    """Runs one retrain job at a time without blocking the caller (see
+    :class:`streamrnn.retrain.worker.BackgroundTrainer`)."""
+
+    @property
+    def busy(self) -> bool: ...
+
+    def submit(self, job: RetrainJob) -> None: ...
+
+    def collect(self) -> tuple[RetrainJob, RetrainResult | BaseException] | None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -84,7 +97,7 @@ class RetrainController:
         engine: Engine,
         manager: SeriesStateManager,
         registry: ModelRegistry,
-        trainer: BackgroundTrainer | None,
+        trainer: Trainer | None,
         publish: Publisher | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
