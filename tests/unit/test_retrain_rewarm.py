@@ -4,9 +4,9 @@ After a retrain on a new regime, the series' next points are forecast by the new
 starting from (a) the state it reaches by replaying the buffered history (re-warm),
 (b) the state the old model left (carried over), (c) a zero state. Measured here (MAE
 over the first 20 points, value units, 24 series, the shipped model retrained): re-warm
-0.18, carry-over 0.57, zero state 0.74, and the old model kept serving 0.70. Carry-over beats starting afresh and the
-old model, and the three converge within ~20 points; so series with buffered history are
-re-warmed, and the rest carry their state over.
+0.18, carry-over 0.57, zero state 0.74, and the old model kept serving 0.70. Carry-over
+beats starting afresh and the old model, and the three converge within ~20 points; so
+series with buffered history are re-warmed, and the rest carry their state over.
 """
 
 from __future__ import annotations
