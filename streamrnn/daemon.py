@@ -26,7 +26,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -81,6 +81,10 @@ SHUTDOWN_ACK_TIMEOUT_S = 20.0
 MODEL_CHECK_INTERVAL_S = 1.0
 
 
+#: Batch latencies kept for the percentiles in the log (the most recent ones).
+LATENCY_WINDOW = 100_000
+
+
 @dataclass
 class DaemonStats:
     """Running totals since start, logged periodically and at exit."""
@@ -90,6 +94,10 @@ class DaemonStats:
     alerts: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     batches: int = 0
+    #: Seconds to handle each recent batch (decode → engine → produce → buffer), split by
+    #: whether a retrain was running meanwhile.
+    latency_idle: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    latency_training: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
     def as_log_fields(self) -> dict[str, object]:
         """Flat fields for a log line."""
@@ -99,7 +107,25 @@ class DaemonStats:
             "alerts": dict(self.alerts),
             "rejected": dict(self.rejected),
             "batches": self.batches,
+            "batch_ms": {
+                "idle": _percentiles_ms(self.latency_idle),
+                "training": _percentiles_ms(self.latency_training),
+            },
         }
+
+
+def _percentiles_ms(seconds: deque[float]) -> dict[str, float | int]:
+    """Count, p50, p99 and max of batch latencies, in milliseconds."""
+    if not seconds:
+        return {"n": 0}
+    ms = np.fromiter(seconds, dtype=np.float64, count=len(seconds)) * 1000.0
+    p50, p99 = (float(p) for p in np.percentile(ms, [50, 99]))
+    return {
+        "n": len(ms),
+        "p50": round(p50, 2),
+        "p99": round(p99, 2),
+        "max": round(float(ms.max()), 2),
+    }
 
 
 def run_daemon(settings: Settings, stop: threading.Event) -> int:
@@ -216,10 +242,14 @@ def _loop(
                 settings.consume.batch_max_messages, settings.consume.poll_timeout_s
             )
             if messages:
+                started = time.perf_counter()
                 batch = _handle_batch(
                     settings, engine, checkpointer, sink, messages, stats, give_up
                 )
                 controller.observe(batch)
+                latency = time.perf_counter() - started
+                training = controller.trainer is not None and controller.trainer.busy
+                (stats.latency_training if training else stats.latency_idle).append(latency)
             if checkpointer.due():
                 checkpointer.checkpoint(give_up)
             now = time.monotonic()

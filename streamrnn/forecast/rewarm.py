@@ -33,9 +33,15 @@ def rewarm_states(
     model: RecurrentForecaster,
     series: Sequence[tuple[FloatArray, FloatArray]],
     normaliser_alpha: float,
+    last_points: int | None = None,
 ) -> npt.NDArray[np.float32]:
     """The state (K, S, H) each series (ts epoch s, values; time order, >= 1 point) reaches
-    when ``model`` consumes all its points from the initial state."""
+    when ``model`` consumes its points from the initial state.
+
+    ``last_points``: the model consumes only each series' last ``last_points`` points (the
+    features still come from all of them, so the normaliser is settled): a recurrent state
+    forgets its start within a few tens of points, and this bounds the cost of a swap.
+    """
     spec = model.spec
     out = np.zeros((len(series), spec.state_rows, spec.hidden_size), dtype=np.float32)
     with torch.inference_mode():
@@ -50,10 +56,18 @@ def rewarm_states(
                 n = lengths[row]
                 ts[row, :n], values[row, :n], active[row, :n] = t, v, True
             grid, _ = scan(FeatureState.empty(k), ts, values, active, normaliser_alpha)
+            inputs, target = grid.inputs, grid.target
+            if last_points is not None and last_points < t_max:
+                # Each row's last points, moved to the front: (K, last_points, ...).
+                begin = np.maximum(lengths - last_points, 0)
+                cols = np.minimum(begin[:, None] + np.arange(last_points), t_max - 1)
+                rows = np.arange(k)[:, None]
+                inputs, target = inputs[rows, cols], target[rows, cols]
+                lengths = lengths - begin
             step = model.step(
                 model.initial_state(k),
-                torch.from_numpy(grid.inputs),
-                torch.from_numpy(grid.target),
+                torch.from_numpy(np.ascontiguousarray(inputs)),
+                torch.from_numpy(np.ascontiguousarray(target)),
                 torch.from_numpy(lengths),
             )
             out[first : first + k] = step.state.numpy().transpose(1, 0, 2)

@@ -14,8 +14,9 @@ Between batches the daemon calls, on its own thread:
 
 A model takes over in :meth:`_serve`, between two batches, so every point of a batch is
 forecast by one model version. The group's live series that are in the training buffer get
-their hidden state *re-warmed*: their buffered points are replayed through the new model
-from its initial state (the same way the gate scored it). Series without buffered history
+their hidden state *re-warmed*: their last :data:`REWARM_POINTS` buffered points are
+replayed through the new model from its initial state (as the gate scored it, which
+replayed all of them: the state forgets its start long before). Series without buffered history
 carry their state on: a retrained model is a fine-tuned descendant of the one that built
 the state, with the same architecture (``tests/unit/test_retrain_rewarm.py`` measures what
 that costs). The version goes out on every alert and forecast record.
@@ -57,6 +58,12 @@ MIN_SERIES_POINTS = 32
 #: arrived after the drift: training on the old regime alone would teach nothing new, and
 #: the gate's held-out slice must show the new regime.
 DRIFT_DATA_FRACTION = 0.5
+#: Points of each buffered series replayed through a new model to re-warm its state (the
+#: state forgets its start within ~20 points; see tests/unit/test_retrain_rewarm.py).
+REWARM_POINTS = 64
+#: ...with features (normaliser, typical interval) computed over this many points before:
+#: enough for them to settle, and it bounds the swap's pause (~0.2 s for 2,000 series).
+REWARM_FEATURE_POINTS = 4 * REWARM_POINTS
 #: Seconds between checks of a due group whose buffer is still too small.
 _DATA_CHECK_INTERVAL_S = 10.0
 
@@ -334,10 +341,12 @@ class RetrainController:
             slot = table.slot_of(s.name)
             if slot is not None:
                 slots.append(slot)
-                history.append((s.ts, s.values))
+                history.append((s.ts[-REWARM_FEATURE_POINTS:], s.values[-REWARM_FEATURE_POINTS:]))
         rewarmed = np.array(slots, dtype=np.int64)
         if history:
-            states = rewarm_states(loaded.model, history, self.engine.normaliser_alpha)
+            states = rewarm_states(
+                loaded.model, history, self.engine.normaliser_alpha, REWARM_POINTS
+            )
             self.engine.set_states(g, rewarmed, states)
         column = f"state.{group.name}"
         self.manager.model_changed(

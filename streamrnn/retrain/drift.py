@@ -7,15 +7,18 @@ anomaly, which the scorer handles) cannot stand for a change of regime.
 
 Each batch contributes a uniform sample of at most ``sample_points`` errors per group, so
 the detector's cost per batch is bounded however large the batch. Only a rise of the error
-by a factor of at least ``min_ratio`` counts: ADWIN reports any change of mean, so a
-detection is kept only when the mean of the window ADWIN keeps (the recent data) is that
-far above the mean before the cut; Page-Hinkley runs in ``mode="up"``.
+by a factor of at least ``min_ratio`` counts: the detectors report any change (ADWIN) or
+may fire on noise (Page-Hinkley), so at a detection the mean of the last
+:data:`RECENT_ERRORS` errors is compared with the mean of the errors before them since the
+last change. (The window ADWIN keeps at its first cut still holds mostly old errors, so its
+mean would understate a rise.)
 
 Pure numpy and river; knows nothing of Kafka or torch.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,10 +27,15 @@ from river import drift
 
 from streamrnn.arrays import FloatArray
 
-__all__ = ["ERROR_CLIP", "DriftEvent", "ErrorDriftMonitor"]
+__all__ = ["ERROR_CLIP", "RECENT_ERRORS", "DriftEvent", "ErrorDriftMonitor"]
 
 #: Scaled absolute errors above this are clipped before they reach the detector.
 ERROR_CLIP = 10.0
+#: Page-Hinkley's tolerated drift (scaled-error units; errors are about 0.3 to 1): river's
+#: default of 0.005 raises false alarms on stationary errors within a few thousand points.
+PAGE_HINKLEY_DELTA = 0.05
+#: Errors that stand for "now" when a detection is judged (ADWIN checks every 32).
+RECENT_ERRORS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,51 +78,61 @@ class ErrorDriftMonitor:
     def update(self, group: int, errors: FloatArray) -> DriftEvent | None:
         """Feed one batch's errors of ``group`` (NaN = no forecast, ignored); returns the
         rise in error if the detector saw one."""
-        errors = errors[np.isfinite(errors)]
+        errors = errors[~np.isnan(errors)]  # inf (a zero scale) is clipped below
         if len(errors) == 0:
             return None
         if len(errors) > self.sample_points:
             errors = self._rng.choice(errors, self.sample_points, replace=False)
         errors = np.minimum(errors, ERROR_CLIP)
         detector = self._detectors[group]
+        since_change = self._means[group]
         event = None
         for e in errors.tolist():
-            before = self._means[group].mean
             detector.update(e)  # type: ignore[no-untyped-call]
             self._seen[group] += 1
-            self._means[group].add(e)
+            since_change.add(e)
             if not detector.drift_detected:
                 continue
-            if isinstance(detector, drift.ADWIN):
-                after = float(detector.estimation)  # mean of the window ADWIN kept
-            else:
-                after = float(errors.mean())  # mode="up": only rises are detected
+            before, after = since_change.split()
             if after > before * self.min_ratio:
                 event = DriftEvent(group, before, after, self._seen[group])
-            # Either way the regime changed: measure "before" from here on.
-            self._means[group] = _RunningMean()
-            self._means[group].add(after)
+            # Either way the regime changed: "before" is measured from here on.
+            since_change = self._means[group] = since_change.recent_only()
         return event
 
     def _new(self) -> drift.ADWIN | drift.PageHinkley:
         if self.method == "adwin":
             return drift.ADWIN(delta=self.delta)  # type: ignore[no-untyped-call]
-        return drift.PageHinkley(mode="up")
+        return drift.PageHinkley(mode="up", delta=PAGE_HINKLEY_DELTA)
 
 
 class _RunningMean:
-    """Mean of the values added since the last change."""
+    """Errors since the last change: their sum and count, and the most recent ones."""
 
-    __slots__ = ("n", "total")
+    __slots__ = ("n", "recent", "total")
 
     def __init__(self) -> None:
         self.n = 0
         self.total = 0.0
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.n if self.n else 0.0
+        self.recent: deque[float] = deque(maxlen=RECENT_ERRORS)
 
     def add(self, value: float) -> None:
         self.n += 1
         self.total += value
+        self.recent.append(value)
+
+    def split(self) -> tuple[float, float]:
+        """(mean of the older errors, mean of the recent ones); the older mean is that of
+        all of them while there are no older ones."""
+        recent_sum = sum(self.recent)
+        older = self.n - len(self.recent)
+        after = recent_sum / len(self.recent) if self.recent else 0.0
+        before = (self.total - recent_sum) / older if older > 0 else after
+        return before, after
+
+    def recent_only(self) -> _RunningMean:
+        """A fresh record holding only the recent errors (the new regime's first ones)."""
+        fresh = _RunningMean()
+        for value in self.recent:
+            fresh.add(value)
+        return fresh

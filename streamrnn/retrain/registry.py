@@ -63,10 +63,12 @@ class ModelRegistry:
         """Store an artifact and its metadata (idempotent for a version already stored)."""
         folder = self._folder(group)
         path = folder / f"{_checked(version)}.pt"
+        meta = folder / f"{version}.json"
         if not path.exists():
-            info = {"created": datetime.now(UTC).isoformat(timespec="seconds"), **info}
             write_atomic(path, data)
-            write_atomic(folder / f"{version}.json", json.dumps(info, indent=1).encode())
+        if not meta.exists():  # also repairs an add() cut short between the two writes
+            info = {"created": datetime.now(UTC).isoformat(timespec="seconds"), **info}
+            write_atomic(meta, json.dumps(info, indent=1).encode())
         return path
 
     def set_current(self, group: str, version: str) -> None:
@@ -133,6 +135,6 @@ class ModelRegistry:
 
 def _checked(name: str) -> str:
     """``name`` if it is safe as a file name (no separators, no dots-only), else an error."""
-    if not _SAFE.match(name) or set(name) == {"."}:
+    if not _SAFE.fullmatch(name) or set(name) == {"."}:
         raise RegistryError(f"{name!r} is not a valid model group or version name")
     return name

@@ -73,6 +73,35 @@ def test_rewarmed_states_forecast_best_and_carried_states_beat_a_fresh_start() -
     assert first20["rewarmed"] < 0.5 * first20["carried"]
     assert first20["carried"] < first20["zero"]
     assert first20["carried"] < first20["old model"]
+    # Replaying only the last 64 points, features from the last 256 (what a swap does), is
+    # as good as replaying all.
+    short = rewarm_states(child, [(t[-256:], v[-256:]) for t, v in history], alpha, 64)
+    assert mae_ahead(child, short, 0, 20) == pytest.approx(first20["rewarmed"], rel=0.05)
     # ...and after 20 points the starting state no longer matters.
     later = [mae_ahead(child, s, 20, AHEAD) for s in (rewarmed, carried, zero)]
     assert max(later) == pytest.approx(min(later), rel=0.15)
+
+
+def test_last_points_replays_each_series_own_window() -> None:
+    torch.set_num_threads(1)
+    model = build_engine(load_settings(None, model={"pretrained": True})).groups[-1].model
+    data = shifted_series(3, 120, 60, seed=5)
+    # Series of different lengths, so each row's window starts elsewhere.
+    series = [(ts[:n], v[:n]) for (ts, v), n in zip(data.values(), (120, 50, 7), strict=True)]
+    got = rewarm_states(model, series, 0.01, last_points=10)
+    for row, (ts, values) in enumerate(series):
+        grid, _ = scan(
+            FeatureState.empty(1), ts[None], values[None], np.ones((1, len(ts)), bool), 0.01
+        )
+        first = max(len(ts) - 10, 0)
+        with torch.inference_mode():
+            want = model.step(
+                model.initial_state(1),
+                torch.from_numpy(grid.inputs[:, first:]),
+                torch.from_numpy(grid.target[:, first:]),
+            ).state
+        np.testing.assert_allclose(got[row], want[:, 0].numpy(), rtol=1e-5, atol=1e-6)
+    # A window longer than every series replays them whole.
+    np.testing.assert_array_equal(
+        rewarm_states(model, series, 0.01, last_points=500), rewarm_states(model, series, 0.01)
+    )
