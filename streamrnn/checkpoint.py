@@ -28,14 +28,19 @@ move the partitions' series to the store. Knows nothing of torch.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamrnn.arrays import IntArray
 from streamrnn.config import LibrdkafkaValue, Settings
-from streamrnn.kafka.changelog import LABELS_HEADER, MODEL_HEADER, read_changelog
+from streamrnn.kafka.changelog import (
+    LABELS_HEADER,
+    MODEL_HEADER,
+    ChangelogRecord,
+    read_changelog,
+)
 from streamrnn.kafka.sink import AckedSink
 from streamrnn.kafka.source import BatchSource, as_partitions, position_of
 from streamrnn.logs import get_logger
@@ -49,6 +54,8 @@ log = get_logger("checkpoint")
 TXN_TIMEOUT_S = 30.0
 #: Seconds a rebalance callback may spend on its checkpoint (below max.poll.interval.ms).
 REBALANCE_CHECKPOINT_S = 60.0
+#: Changelog records read between two progress reports during a restore.
+PROGRESS_EVERY = 10_000
 
 
 class Checkpointer:
@@ -62,8 +69,12 @@ class Checkpointer:
         sink: AckedSink,
         manager: SeriesStateManager,
         reader_conf: dict[str, LibrdkafkaValue],
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
+        """``on_progress`` is called now and then during a long state restore (which runs
+        inside a rebalance callback, not in the loop), so liveness checks see it working."""
         self.settings = settings
+        self._on_progress = on_progress
         self.exactly_once = settings.delivery.mode == "exactly_once"
         self._source = source
         self._producer = producer
@@ -76,6 +87,8 @@ class Checkpointer:
         self._committed: dict[tuple[str, int], int] = {}
         self._last_checkpoint = time.monotonic()
         self._last_snapshot = time.monotonic()
+        #: Series states read back from changelogs (since start).
+        self.restored_series = 0
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -260,9 +273,10 @@ class Checkpointer:
         ends: dict[tuple[str, int], int] = {}
         entries = (
             (inputs[(r.topic, r.partition)], ChangelogEntry(r.key, r.value, r.model, r.labels))
-            for r in read_changelog(self._reader_conf, starts, ends)
+            for r in self._reporting(read_changelog(self._reader_conf, starts, ends))
         )
         kept, skipped = self.manager.merge_changelog(entries, committed, ends)
+        self.restored_series += kept
         log.info(
             "state restored",
             partitions=_names(list(committed)),
@@ -271,6 +285,13 @@ class Checkpointer:
             stored_series=store.count(),
             seconds=round(time.monotonic() - started, 3),
         )
+
+    def _reporting(self, records: Iterator[ChangelogRecord]) -> Iterator[ChangelogRecord]:
+        """``records``, calling ``on_progress`` every :data:`PROGRESS_EVERY` of them."""
+        for n, record in enumerate(records, 1):
+            if self._on_progress is not None and n % PROGRESS_EVERY == 0:
+                self._on_progress()
+            yield record
 
     def _snapshot(self) -> None:
         started = time.monotonic()

@@ -42,6 +42,7 @@ __all__ = [
     "AlertConfig",
     "ConfigError",
     "ConsumeConfig",
+    "HttpConfig",
     "KafkaConfig",
     "LoggingConfig",
     "ModelConfig",
@@ -379,6 +380,19 @@ class RetrainConfig(_Section):
     keep_versions: int = Field(5, ge=1)
 
 
+class HttpConfig(_Section):
+    """The HTTP endpoints: ``/healthz``, ``/readyz``, ``/metrics``."""
+
+    #: Address to listen on ("0.0.0.0": every interface, as a container needs).
+    host: str = "0.0.0.0"
+    #: TCP port (None: no HTTP server; 0: any free port, logged at start).
+    port: int | None = Field(8080, ge=0, le=65535)
+    #: ``/healthz`` fails when the consume loop has not completed an iteration for this many
+    #: seconds (a loop iteration is at most ``consume.poll_timeout_s`` when idle; a restore
+    #: of a large changelog inside a rebalance is the longest legitimate pause).
+    liveness_stall_s: float = Field(120.0, gt=0)
+
+
 class LoggingConfig(_Section):
     """Log level and rendering."""
 
@@ -406,6 +420,7 @@ class Settings(BaseSettings):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     series: SeriesConfig = Field(default_factory=SeriesConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @classmethod

@@ -33,13 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+from prometheus_client import Counter as PromCounter
 
 from streamrnn.checkpoint import Checkpointer
 from streamrnn.config import Settings
 from streamrnn.decode import DecodedMessage, DecodeRules, Rejection, decode_message
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
+from streamrnn.http_endpoints import Health, HttpEndpoints
 from streamrnn.kafka.clients import (
     client_config,
     make_admin,
@@ -52,6 +55,7 @@ from streamrnn.kafka.sink import AckedSink
 from streamrnn.kafka.source import BatchSource, position_of
 from streamrnn.kafka.topics import TopicLayoutError, ensure_topics
 from streamrnn.logs import get_logger
+from streamrnn.metrics import DaemonMetrics
 from streamrnn.records import (
     Z95,
     AlertRecord,
@@ -66,6 +70,7 @@ from streamrnn.retrain.controller import RetrainController
 from streamrnn.retrain.registry import ModelRegistry
 from streamrnn.retrain.worker import BackgroundTrainer
 from streamrnn.scoring.alert_rule import SEVERITY_NAMES
+from streamrnn.service_notify import ServiceNotifier
 from streamrnn.state.manager import GroupInfo, SeriesStateManager
 from streamrnn.state.store import LocalStateStore, StoreLockedError
 
@@ -98,6 +103,35 @@ class DaemonStats:
     #: whether a retrain was running meanwhile.
     latency_idle: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     latency_training: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    #: The same counts, exported on /metrics.
+    metrics: DaemonMetrics = field(default_factory=DaemonMetrics)
+
+    def count_batch(self, messages: int) -> None:
+        """A polled batch of ``messages`` messages."""
+        self.messages += messages
+        self.batches += 1
+        self.metrics.messages.inc(messages)
+        self.metrics.batch_messages.observe(messages)
+
+    def count_points(self, points: int) -> None:
+        """Points accepted and processed."""
+        self.points += points
+        self.metrics.points.inc(points)
+
+    def count_alert(self, severity: str) -> None:
+        """An alert produced."""
+        self.alerts[severity] += 1
+        self.metrics.alerts.labels(severity).inc()
+
+    def count_rejection(self, reason: str) -> None:
+        """A message (or a point of one) rejected."""
+        self.rejected[reason] += 1
+        self.metrics.rejected.labels(reason).inc()
+
+    def count_latency(self, seconds: float, training: bool) -> None:
+        """The handling time of one batch."""
+        (self.latency_training if training else self.latency_idle).append(seconds)
+        self.metrics.batch_seconds.observe(seconds)
 
     def as_log_fields(self) -> dict[str, object]:
         """Flat fields for a log line."""
@@ -143,15 +177,70 @@ def run_daemon(settings: Settings, stop: threading.Event) -> int:
             store.close()
 
 
+@dataclass(frozen=True)
+class _Telemetry:
+    """Metrics, the probes' state and systemd notifications, shared by the loop."""
+
+    metrics: DaemonMetrics
+    health: Health
+    notifier: ServiceNotifier
+
+
 def _run(settings: Settings, stop: threading.Event, engine: Engine, store: LocalStateStore) -> int:
+    admin = make_admin(settings)
+    telemetry = _Telemetry(
+        DaemonMetrics(),
+        Health(settings.http.liveness_stall_s, lambda: _broker_answers(admin)),
+        ServiceNotifier(),
+    )
+    endpoints = None
+    if settings.http.port is not None:
+        try:
+            endpoints = HttpEndpoints(
+                settings.http.host, settings.http.port, telemetry.metrics.registry, telemetry.health
+            )
+        except OSError as exc:
+            log.error("cannot start", error=f"HTTP endpoints on port {settings.http.port}: {exc}")
+            return 2
+        endpoints.start()
+        log.info("http endpoints", host=settings.http.host, port=endpoints.port)
+    try:
+        return _run_serving(settings, stop, engine, store, admin, telemetry)
+    finally:
+        if endpoints is not None:
+            endpoints.stop()
+
+
+def _broker_answers(admin: AdminClient) -> bool:
+    """Whether the broker answers a metadata request within 2 s (for /readyz)."""
+    try:
+        admin.list_topics(timeout=2.0)
+    except KafkaException:
+        return False
+    return True
+
+
+def _run_serving(
+    settings: Settings,
+    stop: threading.Event,
+    engine: Engine,
+    store: LocalStateStore,
+    admin: AdminClient,
+    telemetry: _Telemetry,
+) -> int:
     manager = SeriesStateManager(
         engine.table,
         store,
         [GroupInfo(g.version, f"state.{g.name}", frozenset(g.lineage)) for g in engine.groups],
         route=engine.group_index_of,
     )
+
+    def stopped_while_waiting() -> bool:
+        telemetry.health.progressed()  # waiting for the input topics is not a stuck loop
+        return stop.is_set()
+
     try:
-        partitions = ensure_topics(settings, make_admin(settings), stop.is_set)
+        partitions = ensure_topics(settings, admin, stopped_while_waiting)
     except TopicLayoutError as exc:
         log.error("cannot start", error=str(exc))
         return 2
@@ -170,12 +259,13 @@ def _run(settings: Settings, stop: threading.Event, engine: Engine, store: Local
         ModelRegistry(retrain.registry_dir or store.path.parent / "models", retrain.keep_versions),
         BackgroundTrainer(retrain.threads, retrain.nice) if retrain.enabled else None,
         models.publish,
+        metrics=telemetry.metrics,
     )
     try:
         # Every instance serves the newest published model of each group, from the start.
         for record in models.read_latest().values():
             controller.adopt(record.group, record.version, record.artifact, record.reason)
-        return _loop(settings, stop, engine, store, manager, controller, models)
+        return _loop(settings, stop, engine, store, manager, controller, models, telemetry)
     finally:
         controller.close()
         models.close()
@@ -189,7 +279,9 @@ def _loop(
     manager: SeriesStateManager,
     controller: RetrainController,
     models: ModelTopic,
+    telemetry: _Telemetry,
 ) -> int:
+    metrics, health, notifier = telemetry.metrics, telemetry.health, telemetry.notifier
     producer = make_producer(settings)
 
     def on_produce_error(topic: str, err: KafkaError) -> None:
@@ -201,10 +293,15 @@ def _loop(
         settings.topics.input,
         on_error=lambda err: log.warning("consumer error", error=str(err), code=err.code()),
     )
+
+    def restoring() -> None:
+        health.progressed()
+        notifier.watchdog()
+
     checkpointer = Checkpointer(
-        settings, source, producer, sink, manager, client_config(settings, "admin")
+        settings, source, producer, sink, manager, client_config(settings, "admin"), restoring
     )
-    stats = DaemonStats()
+    stats = DaemonStats(metrics=metrics)
     log.info(
         "started",
         input_topics=settings.topics.input,
@@ -221,6 +318,7 @@ def _loop(
     )
     next_stats = time.monotonic() + STATS_INTERVAL_S
     next_model_check = 0.0
+    totals: dict[str, int] = {}
     trainer = False
     trainer_partition = (settings.topics.input[0], 0)
     shutdown_deadline: float | None = None
@@ -235,7 +333,14 @@ def _loop(
 
     exit_code = 0
     checkpointer.start()
-    source.subscribe(checkpointer.on_assign, checkpointer.on_revoke, checkpointer.on_lost)
+
+    def on_assign(parts: list[TopicPartition]) -> None:
+        checkpointer.on_assign(parts)  # restores the partitions' state first
+        health.joined()
+        metrics.ready.set(1)
+        notifier.ready(f"serving {len(source.assignment())} partition(s)")
+
+    source.subscribe(on_assign, checkpointer.on_revoke, checkpointer.on_lost)
     try:
         while not stop.is_set():
             messages = source.poll_batch(
@@ -247,21 +352,28 @@ def _loop(
                     settings, engine, checkpointer, sink, messages, stats, give_up
                 )
                 controller.observe(batch)
-                latency = time.perf_counter() - started
                 training = controller.trainer is not None and controller.trainer.busy
-                (stats.latency_training if training else stats.latency_idle).append(latency)
+                stats.count_latency(time.perf_counter() - started, training)
             if checkpointer.due():
-                checkpointer.checkpoint(give_up)
+                started = time.perf_counter()
+                if not checkpointer.checkpoint(give_up):
+                    metrics.checkpoint_failures.inc()
+                metrics.checkpoint_seconds.observe(time.perf_counter() - started)
             now = time.monotonic()
             if now >= next_model_check:
                 next_model_check = now + MODEL_CHECK_INTERVAL_S
                 for record in models.poll():
                     controller.adopt(record.group, record.version, record.artifact, record.reason)
-                owns = trainer_partition in source.assignment()
+                assignment = source.assignment()
+                owns = trainer_partition in assignment
                 if owns != trainer:
                     trainer = owns
                     log.info("training role", trainer=trainer and settings.retrain.enabled)
+                _export_state(totals, metrics, engine, manager, checkpointer, source, controller)
             controller.tick(trainer)
+            health.progressed()
+            notifier.watchdog()
+            metrics.last_progress.set(time.time())
             if now >= next_stats:
                 log.info(
                     "progress",
@@ -270,6 +382,8 @@ def _loop(
                     **controller.status(),
                 )
                 next_stats = now + STATS_INTERVAL_S
+        health.stopping()
+        notifier.stopping()
         if not checkpointer.close(give_up):
             log.error("shutting down with unacknowledged records; offsets not committed")
             exit_code = 1
@@ -284,6 +398,45 @@ def _loop(
             **stats.as_log_fields(),
         )
     return exit_code
+
+
+def _export_state(
+    totals: dict[str, int],
+    metrics: DaemonMetrics,
+    engine: Engine,
+    manager: SeriesStateManager,
+    checkpointer: Checkpointer,
+    source: BatchSource,
+    controller: RetrainController,
+) -> None:
+    """Set the gauges that describe state, and bring cumulative counts kept elsewhere into
+    their counters (called about once a second)."""
+    metrics.live_series.set(len(engine.table))
+    _advance(totals, "evicted", metrics.evicted_series, manager.evicted_series)
+    _advance(totals, "restored", metrics.restored_series, checkpointer.restored_series)
+    lag = source.lag()
+    metrics.assigned_partitions.set(len(source.assignment()))
+    for labels in list(_lag_labels(metrics)):
+        if (labels[0], int(labels[1])) not in lag:
+            metrics.consumer_lag.remove(*labels)  # a partition no longer ours
+    for (topic, partition), behind in lag.items():
+        metrics.consumer_lag.labels(topic, str(partition)).set(behind)
+    metrics.training.set(1 if controller.trainer is not None and controller.trainer.busy else 0)
+
+
+def _advance(totals: dict[str, int], name: str, counter: PromCounter, total: int) -> None:
+    """Increase ``counter`` by what the cumulative count ``total`` (kept by another
+    component) gained since the last call; ``totals`` remembers the last values."""
+    gained = total - totals.get(name, 0)
+    if gained > 0:
+        counter.inc(gained)
+    totals[name] = total
+
+
+def _lag_labels(metrics: DaemonMetrics) -> Iterator[tuple[str, str]]:
+    for family in metrics.consumer_lag.collect():
+        for sample in family.samples:
+            yield sample.labels["topic"], sample.labels["partition"]
 
 
 @contextmanager
@@ -324,8 +477,7 @@ def _handle_batch(
         else:
             decoded.append(result)
             origins.append(msg)
-    stats.messages += len(messages)
-    stats.batches += 1
+    stats.count_batch(len(messages))
     names = [d.series for d in decoded]
     checkpointer.make_room(names, give_up)
     batch = engine.process(decoded)
@@ -336,7 +488,7 @@ def _handle_batch(
         first = (index, rejection.reason) not in sent
         sent.add((index, rejection.reason))
         _reject(rejection, origins[index], stats, sink, dead_letter if first else None)
-    stats.points += len(batch)
+    stats.count_points(len(batch))
     _produce_alerts(settings, engine, sink, batch, decoded, origins, stats)
     if settings.topics.forecasts:
         _produce_forecasts(settings.topics.forecasts, engine, sink, batch, decoded)
@@ -377,7 +529,7 @@ def _produce_alerts(
             source=SourcePosition(*position_of(msg)),
         )
         sink.send(settings.topics.alerts, series.encode(), alert.encode())
-        stats.alerts[alert.severity] += 1
+        stats.count_alert(alert.severity)
         log.info(
             "alert",
             series=series,
@@ -454,7 +606,7 @@ def _reject(
     The dead-letter record keeps the original key and bytes; headers say why and where from.
     It is acknowledged before the offsets are committed, like an alert.
     """
-    stats.rejected[rejection.reason] += 1
+    stats.count_rejection(rejection.reason)
     if dead_letter is not None:
         topic, partition, offset = position_of(msg)
         sink.send(

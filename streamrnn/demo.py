@@ -108,6 +108,7 @@ def _demo_on(settings: Settings, options: DemoOptions, run_id: str, console: Con
     env = {
         **os.environ,
         "STREAMRNN_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "STREAMRNN_HTTP__PORT": "0",  # never collide with a daemon already on the port
         "STREAMRNN_KAFKA__GROUP_ID": group_id,
         "STREAMRNN_TOPICS__INPUT": orjson.dumps([input_topic]).decode(),
         "STREAMRNN_TOPICS__ALERTS": alert_topic,

@@ -91,6 +91,19 @@ class BatchSource:
         """The partitions this instance holds."""
         return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the end of each assigned partition: the high watermark the last
+        fetch reported minus the consumer's position (no broker round trip). Partitions not
+        fetched yet are left out."""
+        out = {}
+        for tp in self._consumer.position(self._consumer.assignment()):
+            if tp.offset < 0:
+                continue
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                out[(tp.topic, tp.partition)] = max(high - tp.offset, 0)
+        return out
+
     def group_metadata(self) -> object:
         """The consumer group metadata a transactional producer commits offsets with."""
         return self._consumer.consumer_group_metadata()

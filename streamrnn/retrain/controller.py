@@ -27,6 +27,7 @@ this module only moves data and models. Knows nothing of Kafka (publishing is a 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from streamrnn.engine.engine import Engine, EngineBatchResult
 from streamrnn.forecast import artifact
 from streamrnn.forecast.rewarm import rewarm_states
 from streamrnn.logs import get_logger
+from streamrnn.metrics import DaemonMetrics
 from streamrnn.retrain.buffer import TrainingBuffer
 from streamrnn.retrain.drift import DriftEvent, ErrorDriftMonitor
 from streamrnn.retrain.job import RetrainJob, RetrainResult, Trigger
@@ -107,6 +109,7 @@ class RetrainController:
         trainer: Trainer | None,
         publish: Publisher | None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: DaemonMetrics | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -115,6 +118,7 @@ class RetrainController:
         self.trainer = trainer
         self._publish = publish
         self._clock = clock
+        self._metrics = metrics if metrics is not None else DaemonMetrics()
         self.buffer = TrainingBuffer(config.buffer_series, config.buffer_points)
         groups = len(engine.groups)
         self.drift = (
@@ -142,6 +146,7 @@ class RetrainController:
         self.last_swap_s = 0.0
         for group in engine.groups:
             self._register_serving(group.name)
+            self._metrics.model_info.labels(group.name, group.version).set(1)
 
     # -- the loop's calls ---------------------------------------------------------------
 
@@ -248,6 +253,7 @@ class RetrainController:
     def _on_drift(self, event: DriftEvent) -> None:
         self.counters.drift_events += 1
         name = self.engine.groups[event.group].name
+        self._metrics.drift_events.labels(name).inc()
         log.info(
             "forecast error drift",
             group=name,
@@ -274,6 +280,7 @@ class RetrainController:
         job = RetrainJob(group.name, trigger, current, data, self.config)
         self.trainer.submit(job)
         self.counters.started += 1
+        self._metrics.retrains.labels(group.name, trigger).inc()
         self._drifted[g] = None
         log.info(
             "retrain started",
@@ -294,6 +301,7 @@ class RetrainController:
             self._next_scheduled[g] = now + self.config.interval_s
         if isinstance(result, BaseException):
             self.counters.failures += 1
+            self._metrics.retrain_failures.labels(job.group).inc()
             log.error("retrain failed", group=job.group, error=f"{type(result).__name__}: {result}")
             return
         serving = self.engine.groups[g].version
@@ -317,9 +325,11 @@ class RetrainController:
             return
         if not result.promoted or result.artifact is None:
             self.counters.rejections += 1
+            self._metrics.rejections.labels(job.group).inc()
             log.info("candidate rejected", **fields)
             return
         self.counters.promotions += 1
+        self._metrics.promotions.labels(job.group).inc()
         log.info("candidate promoted", **fields)
         loaded = artifact.from_bytes(result.artifact, f"candidate {result.candidate_version}")
         self._serve(g, loaded, result.artifact, "promotion")
@@ -359,6 +369,9 @@ class RetrainController:
         self.registry.add(group.name, loaded.version, data, {**loaded.metadata, "reason": reason})
         self.registry.set_current(group.name, loaded.version)
         self.counters.swaps += 1
+        with contextlib.suppress(KeyError):  # never exported if it was replaced at start
+            self._metrics.model_info.remove(group.name, group.version)
+        self._metrics.model_info.labels(group.name, loaded.version).set(1)
         self.last_swap_s = time.perf_counter() - started
         log.info(
             "model swapped",

@@ -93,6 +93,8 @@ class SeriesStateManager:
         self._tick = 0
         #: Series whose hidden state restarted because their model changed (since start).
         self.reset_states = 0
+        #: Series moved from memory to the store (since start).
+        self.evicted_series = 0
 
     # -- partitions ---------------------------------------------------------------------
 
@@ -287,6 +289,7 @@ class SeriesStateManager:
             return
         self.store.put(self._states(slots))
         self.table.remove(slots)
+        self.evicted_series += len(slots)
 
     def _states(self, slots: IntArray) -> list[StoredState]:
         tbl = self.table

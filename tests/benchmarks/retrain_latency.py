@@ -69,6 +69,7 @@ def run(bootstrap: str, work: Path, args: argparse.Namespace) -> None:
                     "min_train_points": 10_000,
                 },
                 "logging": {"format": "json"},
+                "http": {"port": 0},
             }
         )
     )

@@ -48,6 +48,8 @@ def write_config(path: Path, bootstrap: str, names: Topics, **sections: dict[str
         "topics": {"input": [names.input], "alerts": names.alerts, "forecasts": names.forecasts},
         "consume": {"poll_timeout_s": 0.2},
         "logging": {"format": "json", "level": "INFO"},
+        # Several daemons run side by side: each takes a free port (logged at start).
+        "http": {"port": 0},
     }
     for name, values in sections.items():
         doc.setdefault(name, {}).update(values)
