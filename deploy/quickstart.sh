@@ -5,8 +5,8 @@
 #   bash deploy/quickstart.sh test [pytest options]
 #   bash deploy/quickstart.sh setup
 #
-# Needs Python >= 3.11. Installs Java 17 and Maven from Debian packages when they are
-# missing and this runs as root; creates .venv and installs streamrnn with its dev
+# Needs Python >= 3.11. Installs Java 17 and Maven (and systemd-analyze, for the unit-file
+# test) from Debian packages when they are missing and this runs as root; creates .venv and installs streamrnn with its dev
 # dependencies into it (torch is large: the first install takes a few minutes, pip's cache
 # makes later ones fast); resolves the Kafka broker's jars from Maven Central once.
 set -euo pipefail
@@ -35,6 +35,13 @@ if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
     echo "the local Kafka broker needs Java >= 17 and Maven (mvn) on PATH" >&2
     exit 1
   fi
+fi
+
+# systemd-analyze checks deploy/systemd/streamrnn.service in the tests (skipped without it).
+if ! command -v systemd-analyze >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  say "installing systemd-analyze (Debian package systemd)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
