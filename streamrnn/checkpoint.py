@@ -126,16 +126,21 @@ class Checkpointer:
     ) -> None:
         """After a batch: its ``messages`` are handled; the engine stepped the series of
         ``origins[i]`` (the decoded ones) in ``slots[i]`` (-1: none)."""
+        nxt = self._next
         for msg in messages:
-            topic, partition, offset = position_of(msg)
-            key = (topic, partition)
-            if offset + 1 > self._next.get(key, -1):
-                self._next[key] = offset + 1
-        pids = np.fromiter(
-            (self.manager.partition_id(*position_of(msg)[:2]) for msg in origins),
-            dtype=np.int64,
-            count=len(origins),
-        )
+            key = (msg.topic(), msg.partition())
+            offset = msg.offset()
+            assert offset is not None
+            if offset >= nxt.get(key, -1):  # type: ignore[arg-type]
+                nxt[key] = offset + 1  # type: ignore[index]
+        pid_of: dict[tuple[str | None, int | None], int] = {}
+        pids = np.empty(len(origins), dtype=np.int64)
+        for i, msg in enumerate(origins):
+            key = (msg.topic(), msg.partition())
+            pid = pid_of.get(key)
+            if pid is None:
+                pid = pid_of[key] = self.manager.partition_id(*position_of(msg)[:2])
+            pids[i] = pid
         live = slots >= 0
         self.manager.note_processed(slots[live], pids[live])
 

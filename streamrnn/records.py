@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
@@ -60,7 +60,7 @@ class AlertRecord:
 
     def encode(self) -> bytes:
         """The JSON value of the alert message."""
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)  # orjson serialises dataclasses natively (and fast)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,7 @@ class ForecastRecord:
 
     def encode(self) -> bytes:
         """The JSON value of the forecast message."""
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)  # orjson serialises dataclasses natively (and fast)
 
 
 def alert_id(series: str, ts: float, rule: str) -> str:

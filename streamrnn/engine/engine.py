@@ -21,6 +21,7 @@ Kafka. Its only torch use is the model step.
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ from streamrnn.forecast.gru import RecurrentForecaster
 from streamrnn.forecast.multistep import Horizon, rollout
 from streamrnn.scoring.chain import ScoringChain
 from streamrnn.scoring.raw import standardised_residual
+from streamrnn.stage_timer import StageTimer
 
 __all__ = ["Engine", "EngineBatchResult", "ModelGroup"]
 
@@ -170,8 +172,13 @@ class Engine:
         group = self.groups[int(self.table.column("group")[slot])]
         return np.array(self.table.column(f"state.{group.name}")[slot], copy=True)
 
-    def process(self, messages: Sequence[DecodedMessage]) -> EngineBatchResult:
-        """Forecast, score and learn every point of ``messages`` (one polled batch)."""
+    def process(
+        self, messages: Sequence[DecodedMessage], timer: StageTimer | None = None
+    ) -> EngineBatchResult:
+        """Forecast, score and learn every point of ``messages`` (one polled batch);
+        ``timer`` (optional) receives the seconds spent per stage (``engine.*``)."""
+        timer = timer if timer is not None else StageTimer()
+        started = time.perf_counter()
         rejections: list[tuple[int, Rejection]] = []
         live_before = len(self.table)
         msg_slots = self.table.resolve([m.series for m in messages], [m.labels for m in messages])
@@ -204,10 +211,17 @@ class Engine:
             point_slot[order], ts[order], point_msg[order], messages, rejections
         )
         order = order[keep]
+        timer.add("engine.prepare", time.perf_counter() - started)
         if len(order) == 0:
             return _empty_result(rejections, msg_slots)
         return self._step(
-            point_msg[order], point_slot[order], ts[order], values[order], rejections, msg_slots
+            point_msg[order],
+            point_slot[order],
+            ts[order],
+            values[order],
+            rejections,
+            msg_slots,
+            timer,
         )
 
     def _moving_forward(
@@ -260,7 +274,10 @@ class Engine:
         values: FloatArray,
         rejections: list[tuple[int, Rejection]],
         message_slot: IntArray,
+        timer: StageTimer,
     ) -> EngineBatchResult:
+        clock = time.perf_counter
+        started = clock()
         slots, group_start, lengths = np.unique(point_slot, return_index=True, return_counts=True)
         k, t_max = len(slots), int(lengths.max())
         row = np.repeat(np.arange(k), lengths)
@@ -292,10 +309,14 @@ class Engine:
         out_severity = np.zeros((k, t_max), dtype=np.int8)
         delta = np.zeros(k)
         log_var = np.zeros(k)
+        spent = {"features": 0.0, "model": 0.0, "scoring": 0.0}
+        timer.add("engine.gather", clock() - started)
         with torch.inference_mode():
             for j in range(t_max):
+                t0 = clock()
                 a = active[:, j]
                 f = point_features(features, grid_ts[:, j], grid_val[:, j])
+                t1 = clock()
                 target = torch.from_numpy(f.target)
                 decayed = {}
                 for g, rows in members.items():
@@ -303,6 +324,7 @@ class Engine:
                     decayed[g] = model.decay_state(states[g], target[rows])
                     mean, lv = model.predict(decayed[g][model.spec.num_layers - 1], target[rows])
                     delta[rows], log_var[rows] = mean.numpy(), lv.numpy()
+                t2 = clock()
                 has_forecast = f.seen_before > 0
                 forecast = np.where(has_forecast, f.prev_value + f.scale * delta, np.nan)
                 spread = np.where(has_forecast, f.scale * np.exp(0.5 * log_var), np.nan)
@@ -317,9 +339,11 @@ class Engine:
                 out_severity[a, j] = step.severity
                 learn = a.copy()
                 learn[a] = step.learn
+                t3 = clock()
                 features = learn_point(
                     features, grid_ts[:, j], grid_val[:, j], f, learn, self.normaliser_alpha
                 )
+                t4 = clock()
                 inputs = torch.from_numpy(f.inputs)
                 for g, rows in members.items():
                     advanced = self.groups[g].model.advance(decayed[g], inputs[rows])
@@ -329,7 +353,14 @@ class Engine:
                         if keep.all()
                         else torch.where(torch.from_numpy(keep).view(1, -1, 1), advanced, states[g])
                     )
+                t5 = clock()
+                spent["features"] += (t1 - t0) + (t4 - t3)
+                spent["model"] += (t2 - t1) + (t5 - t4)
+                spent["scoring"] += t3 - t2
 
+            for name, seconds in spent.items():
+                timer.add(f"engine.{name}", seconds)
+            started = clock()
             # Scatter.
             for name in names:
                 tbl.column(name)[slots] = getattr(features, name)
@@ -350,6 +381,7 @@ class Engine:
                     horizon.ts[rows], horizon.mean[rows] = ahead.ts, ahead.mean
                     horizon.spread[rows] = ahead.spread
 
+        timer.add("engine.scatter", clock() - started)
         return EngineBatchResult(
             message_index=point_msg,
             slot=point_slot,

@@ -8,7 +8,7 @@ until the broker takes it. Knows nothing of torch.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -43,23 +43,7 @@ class AckedSink:
         """Queue one record (``partition`` -1: the partitioner picks one by key); blocks
         briefly (serving callbacks) while the local queue is full."""
         record: _Record = (topic, key, value, headers, partition)
-        generation = self._generation
-
-        def report(err: KafkaError | None, msg: Message) -> None:
-            if generation != self._generation:
-                return  # discarded with its aborted transaction
-            self._pending -= 1
-            if err is None:
-                self.delivered += 1
-                if partition >= 0:
-                    offset = msg.offset()
-                    if offset is not None and offset >= 0:
-                        at = (topic, partition)
-                        self.positions[at] = max(self.positions.get(at, 0), offset + 1)
-            else:
-                self._failed.append(record)
-                self._on_error(topic, err)
-
+        report = self._reporter(topic, partition, record)
         while True:
             try:
                 self._producer.produce(
@@ -74,6 +58,46 @@ class AckedSink:
                 return
             except BufferError:
                 self._producer.poll(0.05)
+
+    def send_many(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        """Queue ``values[i]`` keyed by ``keys[i]`` (partition by key, no headers): the bulk
+        form of :meth:`send` for one-record-per-point topics (one delivery callback for the
+        whole call instead of one closure per record)."""
+        report = self._reporter(topic, -1, None)
+        produce = self._producer.produce
+        for key, value in zip(keys, values, strict=True):
+            while True:
+                try:
+                    produce(topic, value=value, key=key, on_delivery=report)
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+            self._pending += 1
+
+    def _reporter(
+        self, topic: str, partition: int, record: _Record | None
+    ) -> Callable[[KafkaError | None, Message], None]:
+        """A delivery callback for records sent to ``topic`` (``partition`` >= 0: explicit,
+        its acknowledged offsets are tracked in :attr:`positions`). A failed record is
+        queued for re-sending: ``record``, or (None) rebuilt from the message."""
+        generation = self._generation
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            if generation != self._generation:
+                return  # discarded with its aborted transaction
+            self._pending -= 1
+            if err is None:
+                self.delivered += 1
+                if partition >= 0:
+                    offset = msg.offset()
+                    if offset is not None and offset >= 0:
+                        at = (topic, partition)
+                        self.positions[at] = max(self.positions.get(at, 0), offset + 1)
+            else:
+                self._failed.append(record or (topic, msg.key(), msg.value(), None, -1))
+                self._on_error(topic, err)
+
+        return report
 
     def wait_acked(self, should_give_up: Callable[[], bool]) -> bool:
         """Block until every record sent so far is acknowledged; re-send failed ones.

@@ -318,3 +318,25 @@ def test_unknown_fields_are_ignored_unless_configured_to_reject() -> None:
     strict = decode_message(raw, DecodeRules(max_bytes=4096, reject_unknown_fields=True))
     assert isinstance(strict, Rejection) and strict.reason == "unknown_field"
     assert "host" in strict.detail and strict.series == "a"
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"series": "a", "ts": 1_700_000_000, "value": 3},
+        {"series": "a", "ts": 1_700_000_000.5, "value": -0.25},
+        {"series": "", "ts": 1.0, "value": 1.0},
+        {"series": "a", "ts": True, "value": 1.0},
+        {"series": "a", "ts": 1.0, "value": False},
+        {"series": "a", "ts": "2023-11-14T22:13:20Z", "value": 1.0},
+        {"series": "a", "ts": 1.0, "value": "1"},
+        {"series": 5, "ts": 1.0, "value": 1.0},
+        {"series": "x" * 513, "ts": 1.0, "value": 1.0},
+    ],
+)
+def test_the_flat_point_fast_path_decodes_like_the_general_path(doc: dict[str, object]) -> None:
+    """Three-key messages take a fast path; with an extra (ignored) key the same message
+    takes the general one: both must give the same result."""
+    fast = decode_message(orjson.dumps(doc), 1 << 20)
+    general = decode_message(orjson.dumps({**doc, "extra": 1}), 1 << 20)
+    assert fast == general
