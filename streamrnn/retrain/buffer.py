@@ -132,6 +132,8 @@ class TrainingBuffer:
         row = self._rows.get(name)
         if row is not None:
             return row
+        if self.max_series == 0:
+            return -1
         h = zlib.crc32(name.encode())
         if len(self._rows) < self.max_series:
             row = len(self._rows)

@@ -119,7 +119,9 @@ class RetrainController:
         self._publish = publish
         self._clock = clock
         self._metrics = metrics if metrics is not None else DaemonMetrics()
-        self.buffer = TrainingBuffer(config.buffer_series, config.buffer_points)
+        # No trainer here (retrain.enabled false): nothing to buffer for.
+        buffer_series = config.buffer_series if trainer is not None else 0
+        self.buffer = TrainingBuffer(buffer_series, config.buffer_points)
         groups = len(engine.groups)
         self.drift = (
             ErrorDriftMonitor(

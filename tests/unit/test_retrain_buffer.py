@@ -182,3 +182,11 @@ def test_returned_arrays_are_copies() -> None:
     (again,) = buffer.series()
     assert_array_equal(again.ts, [1.0, 2.0, 3.0])
     assert_array_equal(again.values, [10.0, 20.0, 30.0])
+
+
+def test_a_buffer_of_no_series_holds_nothing() -> None:
+    buffer = TrainingBuffer(max_series=0, points_per_series=4)
+    buffer.append(
+        ["a", "b"], np.zeros(2, dtype=np.int64), np.array([0, 2]), np.arange(4.0), np.arange(4.0)
+    )
+    assert len(buffer) == 0 and buffer.nbytes == 0 and buffer.series() == []
