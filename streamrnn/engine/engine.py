@@ -278,14 +278,24 @@ class Engine:
     ) -> EngineBatchResult:
         clock = time.perf_counter
         started = clock()
-        slots, group_start, lengths = np.unique(point_slot, return_index=True, return_counts=True)
-        k, t_max = len(slots), int(lengths.max())
-        row = np.repeat(np.arange(k), lengths)
-        col = np.arange(len(point_slot)) - np.repeat(group_start, lengths)
+        unique_slots, group_start, unique_lengths = np.unique(
+            point_slot, return_index=True, return_counts=True
+        )
+        k = len(unique_slots)
+        # Rows ordered by points in the batch, most first: the series still active in column
+        # j are then rows [0, k_j), so each column works on a prefix and a batch costs its
+        # points, not (series x the busiest series' points).
+        by_length = np.argsort(-unique_lengths, kind="stable")
+        rank = np.empty(k, dtype=np.int64)
+        rank[by_length] = np.arange(k)
+        slots, lengths = unique_slots[by_length], unique_lengths[by_length]
+        t_max = int(lengths[0])
+        row = rank[np.repeat(np.arange(k), unique_lengths)]
+        col = np.arange(len(point_slot)) - np.repeat(group_start, unique_lengths)
+        active_rows = np.searchsorted(-lengths, -np.arange(t_max), side="left")  # lengths > j
         grid_ts = np.zeros((k, t_max))
         grid_val = np.zeros((k, t_max))
-        active = np.zeros((k, t_max), dtype=bool)
-        grid_ts[row, col], grid_val[row, col], active[row, col] = ts, values, True
+        grid_ts[row, col], grid_val[row, col] = ts, values
         tbl = self.table
         tbl.column("latest_ts")[slots] = grid_ts[np.arange(k), lengths - 1]
 
@@ -314,45 +324,53 @@ class Engine:
         with torch.inference_mode():
             for j in range(t_max):
                 t0 = clock()
-                a = active[:, j]
-                f = point_features(features, grid_ts[:, j], grid_val[:, j])
+                kj = int(active_rows[j])
+                # Per group: how many of its rows (ascending) are in the active prefix.
+                live = {g: (rows, int(np.searchsorted(rows, kj))) for g, rows in members.items()}
+                now = FeatureState(*(getattr(features, name)[:kj] for name in names))
+                col_ts, col_val = grid_ts[:kj, j], grid_val[:kj, j]
+                f = point_features(now, col_ts, col_val)
                 t1 = clock()
                 target = torch.from_numpy(f.target)
                 decayed = {}
-                for g, rows in members.items():
+                for g, (rows, n) in live.items():
+                    if n == 0:
+                        continue
                     model = self.groups[g].model
-                    decayed[g] = model.decay_state(states[g], target[rows])
-                    mean, lv = model.predict(decayed[g][model.spec.num_layers - 1], target[rows])
-                    delta[rows], log_var[rows] = mean.numpy(), lv.numpy()
+                    here = rows[:n]
+                    decayed[g] = model.decay_state(states[g][:, :n], target[here])
+                    mean, lv = model.predict(decayed[g][model.spec.num_layers - 1], target[here])
+                    delta[here], log_var[here] = mean.numpy(), lv.numpy()
                 t2 = clock()
                 has_forecast = f.seen_before > 0
-                forecast = np.where(has_forecast, f.prev_value + f.scale * delta, np.nan)
-                spread = np.where(has_forecast, f.scale * np.exp(0.5 * log_var), np.nan)
-                raw = standardised_residual(grid_val[:, j], forecast, spread)
+                forecast = np.where(has_forecast, f.prev_value + f.scale * delta[:kj], np.nan)
+                spread = np.where(has_forecast, f.scale * np.exp(0.5 * log_var[:kj]), np.nan)
+                raw = standardised_residual(col_val, forecast, spread)
                 raw = np.where(f.seen_before >= MIN_SEEN_TO_SCORE, raw, np.nan)
-                step = self.chain.step(
-                    slots[a], raw[a], f.seen_before[a], grid_ts[a, j], grid_val[a, j]
-                )
-                out_forecast[:, j], out_spread[:, j] = forecast, spread
-                out_scale[:, j] = f.scale
-                out_score[a, j], out_armed[a, j] = step.score, step.armed_score
-                out_severity[a, j] = step.severity
-                learn = a.copy()
-                learn[a] = step.learn
+                step = self.chain.step(slots[:kj], raw, f.seen_before, col_ts, col_val)
+                out_forecast[:kj, j], out_spread[:kj, j] = forecast, spread
+                out_scale[:kj, j] = f.scale
+                out_score[:kj, j], out_armed[:kj, j] = step.score, step.armed_score
+                out_severity[:kj, j] = step.severity
+                learn = step.learn
                 t3 = clock()
-                features = learn_point(
-                    features, grid_ts[:, j], grid_val[:, j], f, learn, self.normaliser_alpha
-                )
+                learned = learn_point(now, col_ts, col_val, f, learn, self.normaliser_alpha)
+                for name in names:
+                    getattr(features, name)[:kj] = getattr(learned, name)
                 t4 = clock()
                 inputs = torch.from_numpy(f.inputs)
-                for g, rows in members.items():
-                    advanced = self.groups[g].model.advance(decayed[g], inputs[rows])
-                    keep = learn[rows]
-                    states[g] = (
-                        advanced
-                        if keep.all()
-                        else torch.where(torch.from_numpy(keep).view(1, -1, 1), advanced, states[g])
-                    )
+                for g, (rows, n) in live.items():
+                    if n == 0:
+                        continue
+                    here = rows[:n]
+                    advanced = self.groups[g].model.advance(decayed[g], inputs[here])
+                    keep = learn[here]
+                    if keep.all():
+                        states[g][:, :n] = advanced
+                    else:
+                        states[g][:, :n] = torch.where(
+                            torch.from_numpy(keep).view(1, -1, 1), advanced, states[g][:, :n]
+                        )
                 t5 = clock()
                 spent["features"] += (t1 - t0) + (t4 - t3)
                 spent["model"] += (t2 - t1) + (t5 - t4)
