@@ -6,7 +6,6 @@ Plain dataclasses with an ``encode`` to JSON bytes. Knows nothing of Kafka or to
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,7 +18,6 @@ __all__ = [
     "HorizonPoint",
     "SourcePosition",
     "alert_id",
-    "finite_or_none",
     "iso_time",
 ]
 
@@ -107,8 +105,3 @@ def alert_id(series: str, ts: float, rule: str) -> str:
 def iso_time(ts: float) -> str:
     """ISO-8601 UTC time of epoch seconds ``ts``, millisecond precision."""
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def finite_or_none(x: float) -> float | None:
-    """``x`` or None when it is NaN or infinite (JSON has no NaN)."""
-    return x if math.isfinite(x) else None

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamrnn.config import LibrdkafkaValue
+from streamrnn.kafka.source import headers_of
 
 __all__ = ["ChangelogRecord", "read_changelog"]
 
@@ -85,8 +85,7 @@ def read_changelog(
                 key, value = msg.key(), msg.value()
                 if key is None or value is None:
                     continue
-                pairs = cast(list[tuple[str, bytes | None]], msg.headers() or [])
-                headers = {name: raw or b"" for name, raw in pairs}
+                headers = headers_of(msg)
                 model = headers.get(MODEL_HEADER, b"")
                 labels = headers.get(LABELS_HEADER)
                 offset = msg.offset()

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from streamrnn.config import LibrdkafkaValue
+from streamrnn.kafka.source import headers_of
 
 __all__ = ["MODEL_MAX_BYTES", "ModelRecord", "ModelTopic", "model_topic_spec"]
 
@@ -157,8 +157,7 @@ class ModelTopic:
             key, value, offset = msg.key(), msg.value(), msg.offset()
             if key is None or value is None or offset is None:
                 continue  # a tombstone or foreign record: nothing to serve
-            pairs = cast(list[tuple[str, bytes | None]], msg.headers() or [])
-            headers = {name: (raw or b"").decode(errors="replace") for name, raw in pairs}
+            headers = {k: v.decode(errors="replace") for k, v in headers_of(msg).items()}
             out.append(
                 ModelRecord(
                     group=key.decode(errors="replace"),

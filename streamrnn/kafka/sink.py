@@ -26,7 +26,6 @@ class AckedSink:
         self._on_error = on_error
         self._pending = 0
         self._failed: list[_Record] = []
-        self.delivered = 0
         #: Per (topic, partition) written to with an explicit partition: the offset after the
         #: last acknowledged record (changelog positions for the local state store).
         self.positions: dict[tuple[str, int], int] = {}
@@ -87,7 +86,6 @@ class AckedSink:
                 return  # discarded with its aborted transaction
             self._pending -= 1
             if err is None:
-                self.delivered += 1
                 if partition >= 0:
                     offset = msg.offset()
                     if offset is not None and offset >= 0:

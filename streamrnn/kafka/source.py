@@ -7,10 +7,11 @@ partition in a handled batch, the offset after its last message. Knows nothing o
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-__all__ = ["BatchSource", "as_partitions", "position_of"]
+__all__ = ["BatchSource", "as_partitions", "headers_of", "position_of"]
 
 
 def position_of(msg: Message) -> tuple[str, int, int]:
@@ -18,6 +19,12 @@ def position_of(msg: Message) -> tuple[str, int, int]:
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     assert topic is not None and partition is not None and offset is not None
     return topic, partition, offset
+
+
+def headers_of(msg: Message) -> dict[str, bytes]:
+    """A consumed message's headers by name (a header without a value: empty bytes)."""
+    pairs = cast(list[tuple[str, bytes | None]], msg.headers() or [])
+    return {name: raw or b"" for name, raw in pairs}
 
 
 def as_partitions(offsets: dict[tuple[str, int], int]) -> list[TopicPartition]:

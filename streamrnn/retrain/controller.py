@@ -145,9 +145,8 @@ class RetrainController:
         self._unpublished: list[tuple[str, str, bytes, str]] = []
         self._round_robin = 0
         self.counters = RetrainCounters()
-        self.last_swap_s = 0.0
-        for group in engine.groups:
-            self._register_serving(group.name)
+        for g, group in enumerate(engine.groups):
+            self._register_serving(g)
             self._metrics.model_info.labels(group.name, group.version).set(1)
 
     # -- the loop's calls ---------------------------------------------------------------
@@ -200,10 +199,6 @@ class RetrainController:
             self._round_robin = g + 1
             return
 
-    def request(self, group: str) -> None:
-        """Retrain ``group`` at the next tick (as if its schedule were due)."""
-        self._next_scheduled[self._index(group)] = self._clock()
-
     def adopt(self, group: str, version: str, data: bytes, reason: str) -> bool:
         """Serve a model read from the model topic; returns whether it took over."""
         names = [g.name for g in self.engine.groups]
@@ -221,14 +216,20 @@ class RetrainController:
             return False
         return True
 
+    @property
+    def training(self) -> bool:
+        """Whether a retrain is running on this instance."""
+        return self.trainer is not None and self.trainer.busy
+
     def status(self) -> dict[str, Any]:
         """Flat fields for the progress log line."""
         c = self.counters
         return {
-            "training": self.trainer is not None and self.trainer.busy,
+            "training": self.training,
             "retrains": c.started,
             "promotions": c.promotions,
             "rejections": c.rejections,
+            "discarded": c.discarded,
             "drift_events": c.drift_events,
             "buffered_series": len(self.buffer),
             "model_versions": {g.name: g.version for g in self.engine.groups},
@@ -273,13 +274,7 @@ class RetrainController:
             s.name: (s.ts, s.values)
             for s in self.buffer.series(group=g, min_points=MIN_SERIES_POINTS)
         }
-        current, _ = artifact.to_bytes(
-            group.model,
-            self.engine.normaliser_alpha,
-            {"lineage": list(group.lineage)},
-            version=group.version,
-        )
-        job = RetrainJob(group.name, trigger, current, data, self.config)
+        job = RetrainJob(group.name, trigger, self._serving_artifact(g), data, self.config)
         self.trainer.submit(job)
         self.counters.started += 1
         self._metrics.retrains.labels(group.name, trigger).inc()
@@ -374,7 +369,7 @@ class RetrainController:
         with contextlib.suppress(KeyError):  # never exported if it was replaced at start
             self._metrics.model_info.remove(group.name, group.version)
         self._metrics.model_info.labels(group.name, loaded.version).set(1)
-        self.last_swap_s = time.perf_counter() - started
+        seconds = time.perf_counter() - started
         log.info(
             "model swapped",
             group=group.name,
@@ -383,7 +378,7 @@ class RetrainController:
             reason=reason,
             rewarmed_series=len(rewarmed),
             carried_series=live - len(rewarmed),
-            seconds=round(self.last_swap_s, 3),
+            seconds=round(seconds, 3),
         )
 
     def _retry_publish(self) -> None:
@@ -398,19 +393,24 @@ class RetrainController:
             self._unpublished.pop(0)
             log.info("model published", group=group, version=version, reason=reason)
 
-    def _register_serving(self, name: str) -> None:
-        """Keep the model a group starts with in the registry (so it can be rolled back to)."""
-        group = self.engine.groups[self._index(name)]
+    def _register_serving(self, g: int) -> None:
+        """Keep the model group ``g`` starts with in the registry (so it can be rolled back
+        to)."""
+        group = self.engine.groups[g]
+        info = {"reason": "start", "lineage": list(group.lineage)}
+        self.registry.add(group.name, group.version, self._serving_artifact(g), info)
+        self.registry.set_current(group.name, group.version)
+
+    def _serving_artifact(self, g: int) -> bytes:
+        """The artifact of the model group ``g`` serves (same version, its lineage)."""
+        group = self.engine.groups[g]
         data, _ = artifact.to_bytes(
             group.model,
             self.engine.normaliser_alpha,
             {"lineage": list(group.lineage)},
             version=group.version,
         )
-        self.registry.add(
-            name, group.version, data, {"reason": "start", "lineage": list(group.lineage)}
-        )
-        self.registry.set_current(name, group.version)
+        return data
 
     def _index(self, group: str) -> int:
         for index, g in enumerate(self.engine.groups):

@@ -35,11 +35,6 @@ class BackgroundTrainer:
         """Whether a job was submitted and its outcome not yet collected."""
         return self._future is not None
 
-    @property
-    def job(self) -> RetrainJob | None:
-        """The job in progress, if any."""
-        return self._job
-
     def submit(self, job: RetrainJob) -> None:
         """Start ``job`` in the child process (one at a time: check :attr:`busy` first)."""
         if self._future is not None:

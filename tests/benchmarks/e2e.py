@@ -78,7 +78,6 @@ from tests.benchmarks.e2e_load import (
     BenchError,
     CommitProbe,
     CommitRate,
-    EnvDaemon,
     ForecastSubscriber,
     Produced,
     create_time_span,
@@ -250,7 +249,7 @@ class Bench:
     def start(self, config: Path, kind: str) -> Daemon:
         self.daemons += 1
         log = self.work / f"daemon-{self.daemons}-{kind}.log"
-        return EnvDaemon(config, log, self.env)
+        return Daemon(config, log, self.env)
 
     @staticmethod
     def stop(daemon: Daemon) -> int:

@@ -7,9 +7,6 @@ variables.
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -561,24 +558,6 @@ def offer_paced_load(
 
 
 # -- the daemon ------------------------------------------------------------------------
-
-
-class EnvDaemon(Daemon):
-    """:class:`Daemon` with extra ``STREAMRNN_*`` variables (the harness strips the
-    caller's)."""
-
-    def __init__(self, config: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.log_path = log_path
-        full = {k: v for k, v in os.environ.items() if not k.startswith("STREAMRNN_")}
-        full.update(env or {})
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrnn", "run", "--config", str(config)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=full,
-        )
 
 
 def tail(path: Path, chars: int = 3000) -> str:

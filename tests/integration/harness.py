@@ -78,9 +78,10 @@ def point(series: str, ts: float, value: float, **extra: Any) -> tuple[str, byte
 class Daemon:
     """``python -m streamrnn run --config PATH`` with its stdout captured to a file."""
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        """``env``: ``STREAMRNN_*`` variables to set (the caller's own are never passed on)."""
         self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMRNN_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMRNN_")} | (env or {})
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamrnn", "run", "--config", str(config)],

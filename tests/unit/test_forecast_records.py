@@ -1,0 +1,61 @@
+"""The daemon's forecast records, built from arrays for speed, carry exactly the fields of
+:class:`streamrnn.records.ForecastRecord` in its order, with its values."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import numpy as np
+import orjson
+
+from streamrnn.config import load_settings
+from streamrnn.daemon import _produce_forecasts
+from streamrnn.decode import DecodedMessage
+from streamrnn.engine.build import build_engine
+from streamrnn.records import Z95, ForecastRecord
+
+
+class Recorder:
+    """Collects what would be produced (the encoding is under test, not delivery)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes]] = []
+
+    def send_many(self, topic: str, keys: list[bytes], values: list[bytes]) -> None:
+        self.records += [(topic, k, v) for k, v in zip(keys, values, strict=True)]
+
+
+def test_forecast_records_match_the_documented_record() -> None:
+    engine = build_engine(load_settings(None, model={"horizon_points": 2}))
+    messages = [
+        DecodedMessage(f"s{i % 3}", [1_700_000_000.0 + 60 * (i // 3)], [float(i % 5)], None)
+        for i in range(30)
+    ]
+    batch = engine.process(messages)
+    sink = Recorder()
+    _produce_forecasts("f", engine, sink, batch, messages)  # type: ignore[arg-type]
+    assert len(sink.records) == len(batch) == 30
+    names = [f.name for f in fields(ForecastRecord)]
+    horizons = 0
+    for i, (topic, key, value) in enumerate(sink.records):
+        doc = orjson.loads(value)
+        assert topic == "f" and key == doc["series"].encode()
+        assert list(doc) == names
+        forecast = float(batch.forecast[i])
+        expected = ForecastRecord(
+            series=messages[int(batch.message_index[i])].series,
+            ts=float(batch.ts[i]),
+            value=float(batch.value[i]),
+            forecast=forecast if np.isfinite(forecast) else None,
+            lower=forecast - Z95 * float(batch.spread[i]) if np.isfinite(forecast) else None,
+            upper=forecast + Z95 * float(batch.spread[i]) if np.isfinite(forecast) else None,
+            score=float(batch.score[i]),
+            model_version=engine.groups[int(batch.group[i])].version,
+            horizon=None,
+        )
+        got = {**doc, "horizon": None}
+        assert got == orjson.loads(orjson.dumps(expected))
+        if doc["horizon"] is not None:
+            horizons += 1
+            assert [list(h) for h in doc["horizon"]] == [["ts", "forecast", "lower", "upper"]] * 2
+    assert horizons == 3  # on each series' last point of the batch
