@@ -44,6 +44,7 @@ from streamrnn.config import Settings
 from streamrnn.decode import DecodedMessage, DecodeRules, Rejection, decode_message
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
+from streamrnn.heap_trim import HeapTrimmer
 from streamrnn.http_endpoints import Health, HttpEndpoints
 from streamrnn.kafka.clients import (
     client_config,
@@ -87,6 +88,8 @@ SHUTDOWN_ACK_TIMEOUT_S = 20.0
 GC_GEN0_THRESHOLD = 50_000
 #: Seconds between checks of the model topic and of which instance trains.
 MODEL_CHECK_INTERVAL_S = 1.0
+#: Seconds between returns of freed heap memory to the OS (after a checkpoint).
+HEAP_TRIM_INTERVAL_S = 5.0
 
 
 #: Batch latencies kept for the percentiles in the log (the most recent ones).
@@ -209,6 +212,11 @@ def _run(settings: Settings, stop: threading.Event, engine: Engine, store: Local
             return 2
         endpoints.start()
         log.info("http endpoints", host=settings.http.host, port=endpoints.port)
+    started = time.perf_counter()
+    engine.warm_up()
+    log.info(
+        "engine ready", fused_kernel=engine.fused, seconds=round(time.perf_counter() - started, 3)
+    )
     try:
         return _run_serving(settings, stop, engine, store, admin, telemetry)
     finally:
@@ -339,6 +347,7 @@ def _loop(
     exit_code = 0
     _tune_garbage_collector()
     checkpointer.start()
+    heap = HeapTrimmer(HEAP_TRIM_INTERVAL_S)
 
     def on_assign(parts: list[TopicPartition]) -> None:
         checkpointer.on_assign(parts)  # restores the partitions' state first
@@ -368,6 +377,8 @@ def _loop(
                     metrics.checkpoint_failures.inc()
                 metrics.checkpoint_seconds.observe(time.perf_counter() - started)
                 stats.timer.add("checkpoint", time.perf_counter() - started)
+                with stats.timer.stage("heap_trim"):
+                    heap.maybe_trim()
             now = time.monotonic()
             if now >= next_model_check:
                 next_model_check = now + MODEL_CHECK_INTERVAL_S

@@ -87,4 +87,6 @@ def build_engine(settings: Settings) -> Engine:
         max_series=settings.series.max_series,
         normaliser_alpha=normaliser_alpha,
         horizon_points=m.horizon_points,
+        fused=m.fused_kernel,
+        threads=m.kernel_threads,
     )

@@ -31,6 +31,7 @@ import torch
 
 from streamrnn.arrays import FloatArray, Int8Array, IntArray
 from streamrnn.decode import DecodedMessage, Rejection
+from streamrnn.engine.fused import MIN_SEEN_TO_SCORE, FusedOutput, FusedStepper
 from streamrnn.engine.series_table import SeriesTable
 from streamrnn.forecast.features import FeatureState, learn_point, point_features
 from streamrnn.forecast.gru import RecurrentForecaster
@@ -40,10 +41,6 @@ from streamrnn.scoring.raw import standardised_residual
 from streamrnn.stage_timer import StageTimer
 
 __all__ = ["Engine", "EngineBatchResult", "ModelGroup"]
-
-
-#: Points a series must have seen before its residuals are scored (and learned by the scorer).
-MIN_SEEN_TO_SCORE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +97,12 @@ class Engine:
         max_series: int,
         normaliser_alpha: float,
         horizon_points: int = 0,
+        fused: bool = True,
+        threads: int = 1,
     ) -> None:
+        """``fused``: step batches with the compiled kernel where it serves the models and
+        chain (:mod:`streamrnn.engine.fused`), else the column path; ``threads``: cores the
+        kernel may use (series are stepped in parallel)."""
         if not groups or groups[-1].pattern is not None:
             raise ValueError("the last model group must be the catch-all (pattern None)")
         self.groups = list(groups)
@@ -122,6 +124,33 @@ class Engine:
                 f"state.{group.name}", shape=(spec.state_rows, spec.hidden_size), dtype=np.float32
             )
         chain.bind(self.table)
+        self._use_fused = fused
+        self._fused_threads = threads
+        self._fused: FusedStepper | None = None
+        self._refresh_fused()
+
+    def _refresh_fused(self) -> None:
+        """(Re)pack the models for the fused kernel, or fall back to the column path."""
+        if not self._use_fused or not FusedStepper.supports(self.groups, self.chain):
+            self._fused = None
+            return
+        if self._fused is None:
+            self._fused = FusedStepper(
+                self.table, self.chain, self.normaliser_alpha, self._fused_threads
+            )
+        self._fused.set_models(self.groups)
+
+    def warm_up(self) -> None:
+        """Compile the fused kernel now (an empty batch) rather than on the first batch: the
+        first compilation takes ~15 s, later starts load it from numba's cache."""
+        if self._fused is not None:
+            empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+            self._fused.run(empty_i, empty_i, empty_i, empty_i, empty_f, empty_f)
+
+    @property
+    def fused(self) -> bool:
+        """Whether batches are stepped by the fused kernel (else the column path)."""
+        return self._fused is not None
 
     @property
     def model_version(self) -> str:
@@ -158,6 +187,7 @@ class Engine:
             )
         model.eval()
         self.groups[index] = ModelGroup(old.name, old.pattern, model, version, tuple(lineage))
+        self._refresh_fused()
 
     def set_states(self, index: int, slots: IntArray, states: npt.NDArray[np.float32]) -> None:
         """Overwrite the recurrent state (K, S, H) of the live series in ``slots`` (group
@@ -276,11 +306,76 @@ class Engine:
         message_slot: IntArray,
         timer: StageTimer,
     ) -> EngineBatchResult:
+        """Step the points (grouped by slot, time order within each) with the fused kernel
+        or the column path, then the optional k-step forecasts."""
+        started = time.perf_counter()
+        slots, starts, lengths = np.unique(point_slot, return_index=True, return_counts=True)
+        tbl = self.table
+        tbl.column("latest_ts")[slots] = ts[starts + lengths - 1]
+        series_group = tbl.column("group")[slots]
+        if self._fused is not None:
+            timer.add("engine.gather", time.perf_counter() - started)
+            started = time.perf_counter()
+            out = self._fused.run(slots, series_group, starts, lengths, ts, values)
+            timer.add("engine.fused", time.perf_counter() - started)
+        else:
+            timer.add("engine.gather", time.perf_counter() - started)
+            out = self._step_columns(slots, series_group, starts, lengths, ts, values, timer)
+        horizon = None
+        if self.horizon_points:
+            started = time.perf_counter()
+            horizon = self._horizon(slots, series_group)
+            timer.add("engine.horizon", time.perf_counter() - started)
+        return EngineBatchResult(
+            message_index=point_msg,
+            slot=point_slot,
+            ts=ts,
+            value=values,
+            forecast=out.forecast,
+            spread=out.spread,
+            score=out.score,
+            severity=out.severity,
+            armed_score=out.armed_score,
+            error_scale=out.scale,
+            group=np.repeat(series_group, lengths),
+            rejections=rejections,
+            message_slot=message_slot,
+            horizon=horizon,
+            horizon_slots=slots if horizon is not None else None,
+        )
+
+    def _horizon(self, slots: IntArray, series_group: IntArray) -> Horizon:
+        """k-step forecasts after the batch for ``slots`` (their states as stored now)."""
+        tbl = self.table
+        names = FeatureState.column_names()
+        horizon = Horizon(*(np.full((len(slots), self.horizon_points), np.nan) for _ in range(3)))
+        with torch.inference_mode():
+            for g in np.unique(series_group):
+                rows = np.flatnonzero(series_group == g)
+                group = self.groups[int(g)]
+                column = tbl.column(f"state.{group.name}")
+                state = torch.from_numpy(column[slots[rows]].transpose(1, 0, 2).copy())
+                features = FeatureState(*(tbl.column(n)[slots[rows]] for n in names))
+                ahead = rollout(group.model, state, features, self.horizon_points)
+                horizon.ts[rows], horizon.mean[rows] = ahead.ts, ahead.mean
+                horizon.spread[rows] = ahead.spread
+        return horizon
+
+    def _step_columns(
+        self,
+        unique_slots: IntArray,
+        unique_group: IntArray,
+        group_start: IntArray,
+        unique_lengths: IntArray,
+        ts: FloatArray,
+        values: FloatArray,
+        timer: StageTimer,
+    ) -> FusedOutput:
+        """The reference path: the batch as a (K series x T points) grid, walked column by
+        column, each column vectorised over the series still active in it (numpy, and torch
+        for the model). Per-point results in the order of ``ts``."""
         clock = time.perf_counter
         started = clock()
-        unique_slots, group_start, unique_lengths = np.unique(
-            point_slot, return_index=True, return_counts=True
-        )
         k = len(unique_slots)
         # Rows ordered by points in the batch, most first: the series still active in column
         # j are then rows [0, k_j), so each column works on a prefix and a batch costs its
@@ -291,18 +386,17 @@ class Engine:
         slots, lengths = unique_slots[by_length], unique_lengths[by_length]
         t_max = int(lengths[0])
         row = rank[np.repeat(np.arange(k), unique_lengths)]
-        col = np.arange(len(point_slot)) - np.repeat(group_start, unique_lengths)
+        col = np.arange(len(ts)) - np.repeat(group_start, unique_lengths)
         active_rows = np.searchsorted(-lengths, -np.arange(t_max), side="left")  # lengths > j
         grid_ts = np.zeros((k, t_max))
         grid_val = np.zeros((k, t_max))
         grid_ts[row, col], grid_val[row, col] = ts, values
         tbl = self.table
-        tbl.column("latest_ts")[slots] = grid_ts[np.arange(k), lengths - 1]
 
         # Gather.
         names = FeatureState.column_names()
         features = FeatureState(*(tbl.column(name)[slots] for name in names))
-        series_group = tbl.column("group")[slots]
+        series_group = unique_group[by_length]
         members = {int(g): np.flatnonzero(series_group == g) for g in np.unique(series_group)}
         states = {
             g: torch.from_numpy(
@@ -376,46 +470,23 @@ class Engine:
                 spent["model"] += (t2 - t1) + (t5 - t4)
                 spent["scoring"] += t3 - t2
 
-            for name, seconds in spent.items():
-                timer.add(f"engine.{name}", seconds)
-            started = clock()
-            # Scatter.
-            for name in names:
-                tbl.column(name)[slots] = getattr(features, name)
-            for g, rows in members.items():
-                column = tbl.column(f"state.{self.groups[g].name}")
-                column[slots[rows]] = states[g].numpy().transpose(1, 0, 2)
-
-            horizon = None
-            if self.horizon_points:
-                horizon = Horizon(*(np.full((k, self.horizon_points), np.nan) for _ in range(3)))
-                for g, rows in members.items():
-                    ahead = rollout(
-                        self.groups[g].model,
-                        states[g],
-                        FeatureState(*(getattr(features, n)[rows] for n in names)),
-                        self.horizon_points,
-                    )
-                    horizon.ts[rows], horizon.mean[rows] = ahead.ts, ahead.mean
-                    horizon.spread[rows] = ahead.spread
-
+        for name, seconds in spent.items():
+            timer.add(f"engine.{name}", seconds)
+        started = clock()
+        # Scatter.
+        for name in names:
+            tbl.column(name)[slots] = getattr(features, name)
+        for g, rows in members.items():
+            column = tbl.column(f"state.{self.groups[g].name}")
+            column[slots[rows]] = states[g].numpy().transpose(1, 0, 2)
         timer.add("engine.scatter", clock() - started)
-        return EngineBatchResult(
-            message_index=point_msg,
-            slot=point_slot,
-            ts=ts,
-            value=values,
+        return FusedOutput(
             forecast=out_forecast[row, col],
             spread=out_spread[row, col],
+            scale=out_scale[row, col],
             score=out_score[row, col],
-            severity=out_severity[row, col],
             armed_score=out_armed[row, col],
-            error_scale=out_scale[row, col],
-            group=series_group[row],
-            rejections=rejections,
-            message_slot=message_slot,
-            horizon=horizon,
-            horizon_slots=slots if horizon is not None else None,
+            severity=out_severity[row, col],
         )
 
 

@@ -5,6 +5,9 @@ here; a batch of points is then processed by gathering the rows of the series pr
 computing on whole arrays and scattering the results back. Columns grow by doubling up to
 ``max_series`` rows.
 
+Columns whose fill is 0 are allocated zeroed by the OS (``numpy.zeros``): rows not yet used
+are never touched, so they cost address space, not resident memory.
+
 Knows nothing of Kafka or torch (hidden states are stored as numpy arrays).
 """
 
@@ -47,7 +50,7 @@ class SeriesTable:
         """Declare a column with per-row ``shape``; new rows start at ``fill``."""
         if name in self._columns:
             raise ValueError(f"column {name!r} already exists")
-        self._columns[name] = np.full((self._capacity, *shape), fill, dtype=dtype)
+        self._columns[name] = _allocate((self._capacity, *shape), fill, dtype)
         self._fill[name] = fill
         return self._columns[name]
 
@@ -125,7 +128,14 @@ class SeriesTable:
 
     def _grow(self, capacity: int) -> None:
         for name, old in self._columns.items():
-            new = np.full((capacity, *old.shape[1:]), self._fill[name], dtype=old.dtype)
+            new = _allocate((capacity, *old.shape[1:]), self._fill[name], old.dtype)
             new[: self._capacity] = old
             self._columns[name] = new
         self._capacity = capacity
+
+
+def _allocate(shape: tuple[int, ...], fill: float, dtype: Any) -> np.ndarray[Any, Any]:
+    """A column of ``shape`` filled with ``fill``; zero fills stay untouched (lazily resident)."""
+    if fill == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.full(shape, fill, dtype=dtype)

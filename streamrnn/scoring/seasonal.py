@@ -36,6 +36,10 @@ BIN_ALPHA = 0.3
 OVERALL_ALPHA = 0.01
 #: Magnitudes are clipped to this before they are learned.
 LEARN_CLIP = 50.0
+#: Bin counts saturate here (uint8); any count >= 1 / BIN_ALPHA weighs the same.
+COUNT_CAP = 255
+#: ``season_first_day`` of a bin never seen (uint16).
+NEVER = 65535
 
 
 class SeasonalDeflation:
@@ -47,12 +51,14 @@ class SeasonalDeflation:
     def bind(self, table: SeriesTable) -> None:
         """Declare the per-bin means and counts and the overall mean magnitude.
 
-        The 48-bin columns are float32 (a third of a series' state otherwise): magnitudes
-        need no more precision, day numbers (~20,000) and counts up to 16 million are exact.
+        The 48-bin columns are most of a series' scoring state, so they are small: magnitudes
+        are float32 (no more precision needed); counts are uint8, saturating at
+        :data:`COUNT_CAP` (a bin's weight stops changing after 1 / BIN_ALPHA points); first
+        days are uint16 days since 1970 (:data:`NEVER` = not seen; exact until 2149).
         """
         table.add_column("season_mag", shape=(BINS,), dtype=np.float32)
-        table.add_column("season_count", shape=(BINS,), dtype=np.float32)
-        table.add_column("season_first_day", shape=(BINS,), dtype=np.float32, fill=np.inf)
+        table.add_column("season_count", shape=(BINS,), dtype=np.uint8)
+        table.add_column("season_first_day", shape=(BINS,), dtype=np.uint16, fill=NEVER)
         table.add_column("season_overall")
         table.add_column("season_overall_count")
         self._table = table
@@ -78,11 +84,12 @@ class SeasonalDeflation:
         mag_col = self._table.column("season_mag")
         count_col = self._table.column("season_count")
         first_col = self._table.column("season_first_day")
-        first_col[slots, rows] = np.minimum(first_col[slots, rows], np.floor(ts[ok] / DAY_S))
+        day = np.clip(np.floor(ts[ok] / DAY_S), 0, NEVER - 1)
+        first_col[slots, rows] = np.minimum(first_col[slots, rows], day)
         count = count_col[slots, rows] + 1.0
         weight = np.maximum(1.0 / count, BIN_ALPHA)
         mag_col[slots, rows] = mag_col[slots, rows] + weight * (magnitude - mag_col[slots, rows])
-        count_col[slots, rows] = count
+        count_col[slots, rows] = np.minimum(count, COUNT_CAP)
         overall_col = self._table.column("season_overall")
         overall_count = self._table.column("season_overall_count")
         n = overall_count[slots] + 1.0
