@@ -22,16 +22,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, NamedTuple
 
+import msgspec
 import orjson
 
 __all__ = ["DecodeRules", "DecodedMessage", "Rejection", "decode_message", "parse_timestamp"]
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedMessage:
-    """The points of one message: one series, timestamps in epoch seconds, float values."""
+class DecodedMessage(NamedTuple):
+    """The points of one message: one series, timestamps in epoch seconds, float values.
+
+    A named tuple, not a frozen dataclass: one is built per input message, and a frozen
+    dataclass costs three times as much to build (0.7 µs)."""
 
     series: str
     ts: list[float]
@@ -75,8 +78,28 @@ class DecodeRules:
     reject_unknown_fields: bool = False
 
 
-#: JSON number types as orjson returns them (bool excluded: it is a subclass of int).
-_NUMBER = (float, int)
+_Series = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SERIES_CHARS)]
+
+
+class _FlatPoint(msgspec.Struct, forbid_unknown_fields=True):
+    """The common single point, for the typed fast path (msgspec validates it in C)."""
+
+    series: _Series
+    ts: float
+    value: float
+    labels: dict[str, str] | None = None
+
+
+class _FlatWindow(msgspec.Struct, forbid_unknown_fields=True):
+    """The common window of numeric points, for the typed fast path."""
+
+    series: _Series
+    points: Annotated[list[tuple[float, float]], msgspec.Meta(min_length=1)]
+    labels: dict[str, str] | None = None
+
+
+_POINT = msgspec.json.Decoder(_FlatPoint)
+_WINDOW = msgspec.json.Decoder(_FlatWindow)
 
 #: The top-level keys of the input schema.
 KNOWN_FIELDS = frozenset({"series", "ts", "value", "points", "labels"})
@@ -90,6 +113,12 @@ def decode_message(raw: bytes | None, rules: DecodeRules | int) -> DecodedMessag
     decoded = _decode(raw, rules)
     if isinstance(decoded, Rejection):
         return decoded
+    if len(decoded.ts) == 1:  # most messages: skip the bounds checks below when inside
+        ts = decoded.ts[0]
+        if (rules.latest is None or ts <= rules.latest) and (
+            rules.earliest is None or ts >= rules.earliest
+        ):
+            return decoded
     if rules.latest is not None and max(decoded.ts) > rules.latest:
         return Rejection(
             "ts_in_future",
@@ -113,25 +142,29 @@ def _decode(raw: bytes | None, rules: DecodeRules) -> DecodedMessage | Rejection
         return Rejection("not_json", "message has no value (tombstone)")
     if len(raw) > max_bytes:
         return Rejection("oversized", f"message is {len(raw)} bytes, limit is {max_bytes}")
+    # Fast path: a well-formed point or window of plain numbers, typed and validated by
+    # msgspec in one C call (JSON numbers are finite or out of range, never NaN). Anything
+    # else (ISO timestamps, unknown fields, any error) takes the general walk below, which
+    # says exactly what is wrong.
+    try:
+        point = _POINT.decode(raw)
+        return DecodedMessage(point.series, [point.ts], [point.value], point.labels)
+    except msgspec.DecodeError:
+        pass
+    try:
+        window = _WINDOW.decode(raw)
+        pairs = window.points
+        return DecodedMessage(
+            window.series, [p[0] for p in pairs], [p[1] for p in pairs], window.labels
+        )
+    except msgspec.DecodeError:
+        pass
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejection("not_json", f"not valid JSON: {exc}")
     if not isinstance(doc, dict):
         return Rejection("not_object", f"expected a JSON object, got {type(doc).__name__}")
-    # Fast path: the common flat single point {"series": str, "ts": number, "value": number}
-    # (a few checks instead of the general walk below; anything else takes that walk).
-    if len(doc) == 3 and "series" in doc and "ts" in doc and "value" in doc:
-        series, ts, value = doc["series"], doc["ts"], doc["value"]
-        if (
-            type(series) is str
-            and 0 < len(series) <= MAX_SERIES_CHARS
-            and type(ts) in _NUMBER
-            and type(value) in _NUMBER
-            and math.isfinite(ts)
-            and math.isfinite(value)
-        ):
-            return DecodedMessage(series, [float(ts)], [float(value)], None)
     if rules.reject_unknown_fields:
         unknown = sorted(set(doc) - KNOWN_FIELDS)
         if unknown:

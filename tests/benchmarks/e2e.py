@@ -152,6 +152,14 @@ def main() -> None:
     parser.add_argument("--bootstrap-servers", help="an existing broker (default: start one)")
     parser.add_argument("--skip-memory", action="store_true", help="skip part 4")
     parser.add_argument(
+        "--daemon-env",
+        action="append",
+        default=[],
+        metavar="STREAMRNN_X__Y=VALUE",
+        help="a setting for every daemon started (repeatable), e.g."
+        " STREAMRNN_MODEL__KERNEL_THREADS=2",
+    )
+    parser.add_argument(
         "--parts",
         default="1234",
         help="parts to run, e.g. 4 (memory and restore) or 3 (latency: give --latency-rate)",
@@ -203,7 +211,7 @@ class Bench:
             **client_config(settings, "producer"),
             "bootstrap.servers": bootstrap,
         }
-        self.env: dict[str, str] = {}
+        self.env: dict[str, str] = dict(item.split("=", 1) for item in args.daemon_env)
         self.model: dict[str, dict[str, Any]] = {}
         if args.hidden != 64:
             self.env["STREAMRNN_MODEL__HIDDEN_SIZE"] = str(args.hidden)
@@ -666,7 +674,8 @@ class Bench:
         if series != MEMORY_SERIES:
             print(
                 f"  NOTE: the 'series' fields sum to {series:,} for {MEMORY_SERIES:,} series"
-                " (they count changelog entries written to the store, not distinct series)"
+                " (they count distinct series restored: some series were not restored, or a"
+                " restore larger than the fold's memory budget counted a series twice)"
             )
         self.rows.append(
             Row(
