@@ -232,7 +232,7 @@ class ModelConfig(_Section):
     #: (GRU groups of one architecture); false = the column-by-column numpy/torch path.
     fused_kernel: bool = True
     #: Cores the fused kernel may use: the series of a batch are stepped in parallel.
-    kernel_threads: int = Field(1, ge=1, le=64)
+    kernel_threads: int = Field(2, ge=1, le=64)
 
     @model_validator(mode="after")
     def _unique_groups(self) -> ModelConfig:

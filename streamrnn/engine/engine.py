@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import time
 from collections.abc import Sequence
+from itertools import chain
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,10 +231,10 @@ class Engine:
         counts = np.fromiter((len(m.ts) for m in messages), dtype=np.int64, count=len(messages))
         point_msg = np.repeat(np.arange(len(messages), dtype=np.int64), counts)
         point_slot = np.repeat(msg_slots, counts)
-        ts = np.fromiter((t for m in messages for t in m.ts), dtype=np.float64, count=counts.sum())
-        values = np.fromiter(
-            (v for m in messages for v in m.values), dtype=np.float64, count=counts.sum()
-        )
+        total = int(counts.sum())
+        # chain.from_iterable walks the per-message lists in C (a generator costs ~60 ns a point)
+        ts = np.fromiter(chain.from_iterable(m.ts for m in messages), np.float64, total)
+        values = np.fromiter(chain.from_iterable(m.values for m in messages), np.float64, total)
         # Group by series, arrival order kept within each series.
         order = np.argsort(point_slot, kind="stable")
         order = order[point_slot[order] >= 0]

@@ -138,7 +138,7 @@ def main() -> None:
         description=(__doc__ or "").splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--points", type=int, default=600_000, help="points in the stream")
+    parser.add_argument("--points", type=int, default=1_500_000, help="points in the stream")
     parser.add_argument("--series", type=int, default=1_000, help="series in the stream")
     parser.add_argument(
         "--window-points",

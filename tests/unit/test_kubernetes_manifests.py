@@ -427,7 +427,7 @@ def test_grace_period_outlasts_the_daemons_shutdown(build: list[Obj]) -> None:
 
 def test_resources(rendered: dict[str, list[Obj]]) -> None:
     base = _container(rendered["base"])["resources"]
-    assert base == {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+    assert base == {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
     overlay = _container(rendered["overlay"])["resources"]
     for resources in (base, overlay):
         assert set(resources["requests"]) == {"cpu", "memory"}
