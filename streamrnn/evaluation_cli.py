@@ -54,6 +54,7 @@ def run_evaluation(settings: Settings, args: argparse.Namespace) -> int:
     except (OSError, ValueError, ArtifactError) as exc:
         print(f"streamrnn evaluate: {exc}", file=sys.stderr)
         return 2
+    engine.warm_up()  # compile the kernel before the replay is timed
     unlabelled = [f for f in files if f not in windows]
     if unlabelled:
         console.print(f"[yellow]{len(unlabelled)} file(s) have no labels and are not scored[/]")

@@ -23,8 +23,8 @@ from __future__ import annotations
 import fnmatch
 import time
 from collections.abc import Sequence
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
@@ -145,8 +145,7 @@ class Engine:
         """Compile the fused kernel now (an empty batch) rather than on the first batch: the
         first compilation takes ~15 s, later starts load it from numba's cache."""
         if self._fused is not None:
-            empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
-            self._fused.run(empty_i, empty_i, empty_i, empty_i, empty_f, empty_f)
+            self._fused.warm_up()
 
     @property
     def fused(self) -> bool:

@@ -211,17 +211,49 @@ class FusedStepper:
             for name, dtype in _NOVELTY_COLUMNS
         ]
         numba.set_num_threads(self.threads)
+        ts = np.ascontiguousarray(ts, dtype=np.float64)
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        present = np.unique(groups) if len(groups) else np.zeros(1, dtype=np.int64)
+        for g in present.tolist():
+            rows = np.flatnonzero(groups == g) if len(present) > 1 else np.arange(len(slots))
+            self._run_group(
+                g, slots[rows], starts[rows], lengths[rows], ts, values, weights, season,
+                novelty, out,
+            )  # fmt: skip
+        return out
+
+    def warm_up(self) -> None:
+        """Compile the kernel (an empty batch) now rather than on the first batch."""
+        empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+        self.run(empty_i, empty_i, empty_i, empty_i, empty_f, empty_f)
+
+    def _run_group(
+        self,
+        g: int,
+        slots: IntArray,
+        starts: IntArray,
+        lengths: IntArray,
+        ts: FloatArray,
+        values: FloatArray,
+        weights: _Weights,
+        season: list[np.ndarray[Any, Any]],
+        novelty: list[np.ndarray[Any, Any]],
+        out: FusedOutput,
+    ) -> None:
+        """One kernel call for the rows of model group ``g`` (one set of weights)."""
+        col = self.table.column
+        chain = self.chain
         _STEP_BATCH(
             np.ascontiguousarray(slots, dtype=np.int64),
-            np.ascontiguousarray(groups, dtype=np.int64),
             np.ascontiguousarray(starts, dtype=np.int64),
             np.ascontiguousarray(lengths, dtype=np.int64),
             self._chunks(lengths),
-            np.ascontiguousarray(ts, dtype=np.float64),
-            np.ascontiguousarray(values, dtype=np.float64),
+            ts,
+            values,
             *(col(name) for name in feat.FeatureState.column_names()),
             self.normaliser_alpha,
-            tuple(col(name) for name in self._state_columns),
+            g,
+            col(self._state_columns[g]),
             weights.w_ih0_t,
             weights.w_ihn_t,
             weights.w_hh_t,
@@ -255,7 +287,6 @@ class FusedStepper:
             out.armed_score,
             out.severity,
         )
-        return out
 
 
 def _padded(columns: tuple[np.ndarray[Any, Any], ...]) -> tuple[np.ndarray[Any, Any], ...]:

@@ -5,11 +5,15 @@ batch column by column, each column a few hundred numpy and torch calls vectoris
 series in it. Those calls cost microseconds each however few series a column holds, so a batch
 of single-point messages (many columns of a handful of series) or of 64-point windows spends
 most of its time on call overhead, not arithmetic. This kernel, compiled by numba, runs the
-same computation as one loop per series over that series' points — features
-(:mod:`streamrnn.forecast.features`), GRU-D decay, forecast head and GRU cell
-(:mod:`streamrnn.forecast.gru`), standardised residual, seasonal deflation, calibration,
-level novelty, the alert rule and the learning policy (:mod:`streamrnn.scoring`) — and the
-series of a batch are independent, so they run on ``threads`` cores (numba ``prange``).
+same computation — features (:mod:`streamrnn.forecast.features`), GRU-D decay, forecast
+head and GRU cell (:mod:`streamrnn.forecast.gru`), standardised residual, seasonal
+deflation, calibration, level novelty, the alert rule and the learning policy
+(:mod:`streamrnn.scoring`) — in compiled loops. The series of a batch are independent, so
+they are split into chunks of about equal points run on ``threads`` cores (numba
+``prange``); within a chunk the points go column by column, the scalar work point by point
+and the model's matrix products (head, and two per GRU layer) as one BLAS call over the
+chunk's active series, where a 64 x 192 product costs 0.27 us a series against 0.6 us as a
+per-point loop.
 
 Everything reads and writes the :class:`~streamrnn.engine.series_table.SeriesTable` columns
 in place, indexed by slot. The model runs in float32 like torch, with another summation
@@ -112,37 +116,23 @@ def _sigmoid(x: np.float32) -> np.float32:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _gru_layer(
-    x: np.ndarray,
-    n_in: int,
-    h: np.ndarray,
-    w_ih_t: np.ndarray,
-    w_hh_t: np.ndarray,
-    b_ih: np.ndarray,
-    b_hh: np.ndarray,
+def _gru_gates(
     gi: np.ndarray,
     gh: np.ndarray,
+    b_ih: np.ndarray,
+    b_hh: np.ndarray,
+    h: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """One GRU cell step (torch.nn.GRUCell): ``out`` <- cell(x[:n_in], h). Weights are
-    transposed, (inputs, 3H), so each input adds a contiguous row (vectorises)."""
+    """The gates of one GRU cell step (torch.nn.GRUCell) from its two matrix products:
+    ``gi`` = W_ih·x and ``gh`` = W_hh·h (3H each: reset, update, new), biases added here."""
     hidden = h.shape[0]
-    width = 3 * hidden
-    for r in range(width):
-        gi[r] = b_ih[r]
-        gh[r] = b_hh[r]
-    for c in range(n_in):
-        xc = x[c]
-        for r in range(width):
-            gi[r] += w_ih_t[c, r] * xc
-    for c in range(hidden):
-        hc = h[c]
-        for r in range(width):
-            gh[r] += w_hh_t[c, r] * hc
     for r in range(hidden):
-        reset = _sigmoid(gi[r] + gh[r])
-        update = _sigmoid(gi[hidden + r] + gh[hidden + r])
-        new = _tanh(gi[2 * hidden + r] + reset * gh[2 * hidden + r])
+        reset = _sigmoid(gi[r] + b_ih[r] + gh[r] + b_hh[r])
+        u = hidden + r
+        update = _sigmoid(gi[u] + b_ih[u] + gh[u] + b_hh[u])
+        n = 2 * hidden + r
+        new = _tanh(gi[n] + b_ih[n] + reset * (gh[n] + b_hh[n]))
         out[r] = new + update * (h[r] - new)
 
 
@@ -150,7 +140,6 @@ def _gru_layer(
 def step_batch(
     # the batch: rows (series) with their points contiguous in ts/values
     row_slot: np.ndarray,
-    row_group: np.ndarray,
     row_start: np.ndarray,
     row_length: np.ndarray,
     chunks: np.ndarray,
@@ -166,8 +155,9 @@ def step_batch(
     f_gap_count: np.ndarray,
     f_step_var: np.ndarray,
     normaliser_alpha: float,
-    # model: one entry per group; states[g] is group g's (capacity, S, H) column
-    states: tuple[np.ndarray, ...],
+    # model: every row is of group g; state is that group's (capacity, S, H) column
+    g: int,
+    state: np.ndarray,
     w_ih0_t: np.ndarray,
     w_ihn_t: np.ndarray,
     w_hh_t: np.ndarray,
@@ -258,28 +248,48 @@ def step_batch(
     n_time = target_mask.shape[0]
 
     for chunk in numba.prange(chunks.shape[0] - 1):
-        # Scratch buffers, once per chunk of rows (allocating per row costs more than a
-        # short row when threads share the allocator).
-        h = np.empty((layers, hidden), dtype=np.float32)
-        hd = np.empty((layers, hidden), dtype=np.float32)
-        advanced = np.empty((layers, hidden), dtype=np.float32)
-        gi = np.empty(3 * hidden, dtype=np.float32)
-        gh = np.empty(3 * hidden, dtype=np.float32)
-        x = np.empty(max(n_inputs, hidden), dtype=np.float32)
+        # A chunk's rows are stepped column by column (point j of every row that has one);
+        # per column the head and the GRU's matrix products run as one BLAS call over the
+        # chunk's active rows, the rest point by point. Buffers are once per chunk.
+        first_row = chunks[chunk]
+        rows = chunks[chunk + 1] - first_row
+        h = np.empty((rows, layers, hidden), dtype=np.float32)
+        hd = np.empty((layers, rows, hidden), dtype=np.float32)
+        new_h = np.empty((layers, rows, hidden), dtype=np.float32)
+        head_in = np.empty((rows, hidden + n_time), dtype=np.float32)
+        z1 = np.empty((rows, head_hidden), dtype=np.float32)
+        x = np.empty((rows, n_inputs), dtype=np.float32)
+        gi = np.empty((rows, 3 * hidden), dtype=np.float32)
+        gh = np.empty((rows, 3 * hidden), dtype=np.float32)
+        xrow = np.empty(n_inputs, dtype=np.float32)
         target = np.empty(n_time, dtype=np.float32)
-        z1 = np.empty(head_hidden, dtype=np.float32)
-        for row in range(chunks[chunk], chunks[chunk + 1]):
-            s = row_slot[row]
-            g = row_group[row]
-            state = states[g]
+        active = np.empty(rows, dtype=np.int64)
+        scale_a = np.empty(rows)
+        gap_a = np.empty(rows)
+        learn_a = np.empty(rows, dtype=np.bool_)
+        longest = 0
+        for i in range(rows):
+            s = row_slot[first_row + i]
             for layer in range(layers):
                 for c in range(hidden):
-                    h[layer, c] = state[s, layer, c]
+                    h[i, layer, c] = state[s, layer, c]
+            longest = max(longest, row_length[first_row + i])
 
-            for p in range(row_start[row], row_start[row] + row_length[row]):
+        for j in range(longest):
+            m = 0
+            for i in range(rows):
+                if row_length[first_row + i] > j:
+                    active[m] = i
+                    m += 1
+            # -- features and decay, per point ---------------------------------------------
+            for a in range(m):
+                i = active[a]
+                row = first_row + i
+                s = row_slot[row]
+                p = row_start[row] + j
+                # features (forecast.features.point_features)
                 t = ts[p]
                 v = values[p]
-                # -- features (forecast.features.point_features) --------------------------------
                 count = f_count[s]
                 mean = f_mean[s]
                 var = f_var[s]
@@ -304,47 +314,61 @@ def step_batch(
                 else:
                     scale = level
                 if has_prev:
-                    x[0] = _clip((v - mean) / level, -input_clip, input_clip)
-                    x[1] = _clip((v - last_value) / scale, -input_clip, input_clip)
+                    xrow[0] = _clip((v - mean) / level, -input_clip, input_clip)
+                    xrow[1] = _clip((v - last_value) / scale, -input_clip, input_clip)
                 else:
-                    x[0] = 0.0
-                    x[1] = 0.0
+                    xrow[0] = 0.0
+                    xrow[1] = 0.0
                 for c in range(n_time):
-                    x[2 + c] = target[c]
+                    xrow[2 + c] = target[c]
                 for c in range(n_inputs):
-                    x[c] *= input_mask[c]
+                    xrow[c] *= input_mask[c]
                 for c in range(n_time):
                     target[c] *= target_mask[c]
-
-                # -- decay and forecast (forecast.gru: decay_state, predict) -----------------------
+                for c in range(n_inputs):
+                    x[a, c] = xrow[c]
+                scale_a[a] = scale
+                gap_a[a] = gap
+                # GRU-D decay (forecast.gru.decay_state), then the head's input
                 for layer in range(layers):
-                    if use_decay:
-                        for c in range(hidden):
+                    for c in range(hidden):
+                        hv = h[i, layer, c]
+                        if use_decay:
                             lin = decay_b[g, layer, c]
                             lin += decay_w_t[g, layer, 0, c] * target[0]
                             lin += decay_w_t[g, layer, 1, c] * target[1]
                             gamma = np.exp(-max(lin, _F32(0.0)))
                             prior = h_prior[g, layer, c]
-                            hd[layer, c] = prior + gamma * (h[layer, c] - prior)
-                    else:
-                        for c in range(hidden):
-                            hd[layer, c] = h[layer, c]
-                for r in range(head_hidden):
-                    z1[r] = head_b1[g, r]
+                            hd[layer, a, c] = prior + gamma * (hv - prior)
+                        else:
+                            hd[layer, a, c] = hv
                 for c in range(hidden):
-                    hc = hd[layers - 1, c]
-                    for r in range(head_hidden):
-                        z1[r] += head_w1_t[g, c, r] * hc
+                    head_in[a, c] = hd[layers - 1, a, c]
                 for c in range(n_time):
-                    tc = target[c]
-                    for r in range(head_hidden):
-                        z1[r] += head_w1_t[g, hidden + c, r] * tc
+                    head_in[a, hidden + c] = target[c]
+            # -- forecast head (forecast.gru.predict): one matrix product ----------------------
+            np.dot(head_in[:m], head_w1_t[g], z1[:m])
+            # -- forecast, score, alert and learn, per point -------------------------------------
+            for a in range(m):
+                i = active[a]
+                row = first_row + i
+                s = row_slot[row]
+                p = row_start[row] + j
+                t = ts[p]
+                v = values[p]
+                count = f_count[s]
+                mean = f_mean[s]
+                var = f_var[s]
+                last_value = f_last_value[s]
+                has_prev = count > 0
+                scale = scale_a[a]
+                gap = gap_a[a]
                 delta = head_b2[g, 0]
                 log_var = head_b2[g, 1]
                 for r in range(head_hidden):
-                    a = _tanh(z1[r])
-                    delta += head_w2[g, 0, r] * a
-                    log_var += head_w2[g, 1, r] * a
+                    act = _tanh(z1[a, r] + head_b1[g, r])
+                    delta += head_w2[g, 0, r] * act
+                    log_var += head_w2[g, 1, r] * act
                 log_var_f = _clip(float(log_var), log_var_low, log_var_high)
 
                 # -- raw score (scoring.raw) -------------------------------------------------------
@@ -510,6 +534,7 @@ def step_batch(
                 out_score[p] = score
                 out_armed[p] = score if armed else 0.0
                 out_severity[p] = severity
+                learn_a[a] = learn
                 if not learn:
                     continue
 
@@ -537,25 +562,32 @@ def step_batch(
                 f_count[s] = count1
                 f_last_ts[s] = t
                 f_last_value[s] = v
-                for layer in range(layers):
-                    if layer == 0:
-                        _gru_layer(
-                            x, n_inputs, hd[0], w_ih0_t[g], w_hh_t[g, 0], b_ih[g, 0], b_hh[g, 0],
-                            gi, gh, advanced[0],
-                        )  # fmt: skip
-                    else:
-                        _gru_layer(
-                            advanced[layer - 1], hidden, hd[layer], w_ihn_t[g, layer - 1],
-                            w_hh_t[g, layer], b_ih[g, layer], b_hh[g, layer], gi, gh,
-                            advanced[layer],
-                        )  # fmt: skip
-                for layer in range(layers):
-                    for c in range(hidden):
-                        h[layer, c] = advanced[layer, c]
 
+            # -- the GRU cells (forecast.gru.advance): two matrix products per layer ------------
+            for layer in range(layers):
+                if layer == 0:
+                    np.dot(x[:m], w_ih0_t[g], gi[:m])
+                else:
+                    np.dot(new_h[layer - 1, :m], w_ihn_t[g, layer - 1], gi[:m])
+                np.dot(hd[layer, :m], w_hh_t[g, layer], gh[:m])
+                for a in range(m):
+                    _gru_gates(
+                        gi[a], gh[a], b_ih[g, layer], b_hh[g, layer], hd[layer, a],
+                        new_h[layer, a],
+                    )  # fmt: skip
+            # A point not learned leaves its series' state as it was (undecayed).
+            for a in range(m):
+                if learn_a[a]:
+                    i = active[a]
+                    for layer in range(layers):
+                        for c in range(hidden):
+                            h[i, layer, c] = new_h[layer, a, c]
+
+        for i in range(rows):
+            s = row_slot[first_row + i]
             for layer in range(layers):
                 for c in range(hidden):
-                    state[s, layer, c] = h[layer, c]
+                    state[s, layer, c] = h[i, layer, c]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")

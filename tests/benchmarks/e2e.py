@@ -10,7 +10,7 @@ daemon and the broker it started are stopped however the run ends.
    in the past; produced (pre-encoded with orjson, lz4, linger 50 ms, batches of 10,000)
    to two 4-partition topics keyed by series: one single-point message per point, and
    windows of 64 points of one series. The window topic holds ``--window-points`` points
-   (default: the larger of ``--points`` and 4,000,000, the same generator): a batch of
+   (default: the larger of ``--points`` and 12,000,000, the same generator): a batch of
    5,000 window messages is 320,000 points, and a run of one or two batches cannot be
    timed by commits made once a second.
 2. **Throughput.** (a) A bare passthrough with the daemon's own client settings
@@ -96,7 +96,7 @@ from tests.benchmarks.e2e_load import (
 from tests.integration.harness import Daemon, Topics, proc_status_kib, write_config
 
 PARTITIONS = 4
-DEFAULT_WINDOW_POINTS = 4_000_000
+DEFAULT_WINDOW_POINTS = 12_000_000
 #: Different committed totals a daemon run must show to be timed by its commits.
 MIN_COMMIT_STEPS = 5
 MEMORY_SERIES = 100_000
@@ -144,7 +144,7 @@ def main() -> None:
         "--window-points",
         type=int,
         help=(
-            "points in the window topic (default: the larger of --points and 4,000,000, so"
+            "points in the window topic (default: the larger of --points and 12,000,000, so"
             " that the window run spans many batches and commits)"
         ),
     )
