@@ -253,14 +253,19 @@ def step_batch(
         # chunk's active rows, the rest point by point. Buffers are once per chunk.
         first_row = chunks[chunk]
         rows = chunks[chunk + 1] - first_row
+        # Products run over at least 2 rows: BLAS takes another path for a single row (a
+        # matrix-vector product) whose float32 sums differ in the last bits, and a series'
+        # forecasts must not depend on how many others share its batch (a restart replays
+        # the same points in other batches). Row 2 of a 1-row product is zeros, ignored.
+        padded = max(rows, 2)
         h = np.empty((rows, layers, hidden), dtype=np.float32)
-        hd = np.empty((layers, rows, hidden), dtype=np.float32)
-        new_h = np.empty((layers, rows, hidden), dtype=np.float32)
-        head_in = np.empty((rows, hidden + n_time), dtype=np.float32)
-        z1 = np.empty((rows, head_hidden), dtype=np.float32)
-        x = np.empty((rows, n_inputs), dtype=np.float32)
-        gi = np.empty((rows, 3 * hidden), dtype=np.float32)
-        gh = np.empty((rows, 3 * hidden), dtype=np.float32)
+        hd = np.zeros((layers, padded, hidden), dtype=np.float32)
+        new_h = np.zeros((layers, padded, hidden), dtype=np.float32)
+        head_in = np.zeros((padded, hidden + n_time), dtype=np.float32)
+        z1 = np.empty((padded, head_hidden), dtype=np.float32)
+        x = np.zeros((padded, n_inputs), dtype=np.float32)
+        gi = np.empty((padded, 3 * hidden), dtype=np.float32)
+        gh = np.empty((padded, 3 * hidden), dtype=np.float32)
         xrow = np.empty(n_inputs, dtype=np.float32)
         target = np.empty(n_time, dtype=np.float32)
         active = np.empty(rows, dtype=np.int64)
@@ -347,7 +352,8 @@ def step_batch(
                 for c in range(n_time):
                     head_in[a, hidden + c] = target[c]
             # -- forecast head (forecast.gru.predict): one matrix product ----------------------
-            np.dot(head_in[:m], head_w1_t[g], z1[:m])
+            mm = max(m, 2)
+            np.dot(head_in[:mm], head_w1_t[g], z1[:mm])
             # -- forecast, score, alert and learn, per point -------------------------------------
             for a in range(m):
                 i = active[a]
@@ -566,10 +572,10 @@ def step_batch(
             # -- the GRU cells (forecast.gru.advance): two matrix products per layer ------------
             for layer in range(layers):
                 if layer == 0:
-                    np.dot(x[:m], w_ih0_t[g], gi[:m])
+                    np.dot(x[:mm], w_ih0_t[g], gi[:mm])
                 else:
-                    np.dot(new_h[layer - 1, :m], w_ihn_t[g, layer - 1], gi[:m])
-                np.dot(hd[layer, :m], w_hh_t[g, layer], gh[:m])
+                    np.dot(new_h[layer - 1, :mm], w_ihn_t[g, layer - 1], gi[:mm])
+                np.dot(hd[layer, :mm], w_hh_t[g, layer], gh[:mm])
                 for a in range(m):
                     _gru_gates(
                         gi[a], gh[a], b_ih[g, layer], b_hh[g, layer], hd[layer, a],

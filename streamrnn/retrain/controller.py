@@ -156,11 +156,12 @@ class RetrainController:
         n = len(batch)
         if n == 0:
             return
-        slot = batch.slot
-        starts = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1]])
-        table = self.engine.table
-        names = [table.name_of(int(s)) for s in slot[starts]]
-        self.buffer.append(names, batch.group[starts], starts, batch.ts, batch.value)
+        if self.trainer is not None:  # else the buffer holds no series: skip the names
+            slot = batch.slot
+            starts = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1]])
+            table = self.engine.table
+            names = [table.name_of(int(s)) for s in slot[starts]]
+            self.buffer.append(names, batch.group[starts], starts, batch.ts, batch.value)
         counts = np.bincount(batch.group, minlength=len(self._since_drift))
         for g, count in enumerate(counts.tolist()):
             self._since_drift[g] += count

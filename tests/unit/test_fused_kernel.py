@@ -157,3 +157,24 @@ def test_rational_tanh_is_within_float32_noise() -> None:
     x = np.linspace(-20.0, 20.0, 400_001, dtype=np.float32)
     approx = np.array([_tanh(v) for v in x[::97]], dtype=np.float64)
     np.testing.assert_allclose(approx, np.tanh(x[::97].astype(np.float64)), atol=4e-7)
+
+
+def test_a_series_forecasts_do_not_depend_on_the_other_series_of_its_batches() -> None:
+    """A restart replays the same points in other batches: a series' results must be
+    bit-identical whether it is stepped alone (one-row matrix products) or with others."""
+    alone = build_engine(Settings())
+    crowded = build_engine(Settings())
+    rng = np.random.default_rng(11)
+    ts = T0 + np.cumsum(rng.uniform(20.0, 60.0, 200))
+    values = 100.0 + np.cumsum(rng.normal(0.0, 1.0, 200))
+    mine_alone, mine_crowded = [], []
+    for i in range(0, 200, 4):
+        window = DecodedMessage("mine", ts[i : i + 4].tolist(), values[i : i + 4].tolist(), None)
+        mine_alone.append(alone.process([window]).forecast)
+        others = [
+            DecodedMessage(f"other{k}", [float(ts[i]) + k], [float(k + rng.normal())], None)
+            for k in range(int(rng.integers(1, 40)))
+        ]
+        result = crowded.process([*others, window])
+        mine_crowded.append(result.forecast[result.message_index == len(others)])
+    np.testing.assert_array_equal(np.concatenate(mine_alone), np.concatenate(mine_crowded))
