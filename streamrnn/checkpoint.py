@@ -20,9 +20,10 @@ read_committed subscriber ever sees them. The snapshot comes last so the local s
 holds state beyond a committed offset.
 
 *Restore* (an input partition is assigned): fold the partition's changelog, from where the
-local store left off, into the store — keeping only state at or before the committed offset
-— and load series into memory lazily when their points arrive. *Revocation*: checkpoint, then
-move the partitions' series to the store. Knows nothing of torch.
+local store left off, into the store — keeping only state at or before the committed offset,
+the latest of each series — and load series into memory lazily when their points arrive.
+*Revocation*: checkpoint, then move the partitions' series to the store. Knows nothing of
+torch.
 """
 
 from __future__ import annotations
@@ -36,15 +37,16 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 from streamrnn.arrays import IntArray
 from streamrnn.config import LibrdkafkaValue, Settings
 from streamrnn.kafka.changelog import (
+    BATCH_RECORDS,
     LABELS_HEADER,
     MODEL_HEADER,
-    ChangelogRecord,
+    ChangelogFold,
     read_changelog,
 )
 from streamrnn.kafka.sink import AckedSink
 from streamrnn.kafka.source import BatchSource, as_partitions, position_of
 from streamrnn.logs import get_logger
-from streamrnn.state.manager import ChangelogEntry, SeriesStateManager
+from streamrnn.state.manager import SeriesStateManager
 
 __all__ = ["Checkpointer"]
 
@@ -54,8 +56,9 @@ log = get_logger("checkpoint")
 TXN_TIMEOUT_S = 30.0
 #: Seconds a rebalance callback may spend on its checkpoint (below max.poll.interval.ms).
 REBALANCE_CHECKPOINT_S = 60.0
-#: Changelog records read between two progress reports during a restore.
-PROGRESS_EVERY = 10_000
+#: Most changelog records read between two progress reports during a restore (one report
+#: per batch of the reader).
+PROGRESS_EVERY = BATCH_RECORDS
 
 
 class Checkpointer:
@@ -271,32 +274,33 @@ class Checkpointer:
     def _restore(self, committed: dict[tuple[str, int], int]) -> None:
         started = time.monotonic()
         store = self.manager.store
-        # Every assigned partition's changelog is streamed into the store in one read:
-        # memory stays flat however many series the partitions hold.
+        # Every assigned partition's changelog is read in one pass, folded to the latest
+        # committed state of each series (memory: at most about two FOLD_BUDGET_BYTES).
         inputs = {(self._changelog(t), p): (t, p) for t, p in committed}
         starts = [(c, p, store.changelog_position(c, p)) for c, p in inputs]
         ends: dict[tuple[str, int], int] = {}
-        entries = (
-            (inputs[(r.topic, r.partition)], ChangelogEntry(r.key, r.value, r.model, r.labels))
-            for r in self._reporting(read_changelog(self._reader_conf, starts, ends))
-        )
-        kept, skipped = self.manager.merge_changelog(entries, committed, ends)
-        self.restored_series += kept
+        fold = ChangelogFold({c: (*inputs[c], committed[inputs[c]]) for c in inputs})
+        batches = self._reporting(read_changelog(self._reader_conf, starts, ends))
+        restored, deleted = self.manager.merge_changelog(fold.parts(batches), committed, ends)
+        self.restored_series += restored
         log.info(
             "state restored",
             partitions=_names(list(committed)),
-            series=kept,
-            skipped_uncommitted=skipped,
+            series=restored,
+            deleted_series=deleted,
+            records=fold.records,
+            skipped_uncommitted=fold.skipped,
             stored_series=store.count(),
             seconds=round(time.monotonic() - started, 3),
         )
 
-    def _reporting(self, records: Iterator[ChangelogRecord]) -> Iterator[ChangelogRecord]:
-        """``records``, calling ``on_progress`` every :data:`PROGRESS_EVERY` of them."""
-        for n, record in enumerate(records, 1):
-            if self._on_progress is not None and n % PROGRESS_EVERY == 0:
+    def _reporting(self, batches: Iterator[list[Message]]) -> Iterator[list[Message]]:
+        """``batches`` (of at most :data:`PROGRESS_EVERY` records), calling ``on_progress``
+        after each."""
+        for batch in batches:
+            yield batch
+            if self._on_progress is not None:
                 self._on_progress()
-            yield record
 
     def _snapshot(self) -> None:
         started = time.monotonic()

@@ -27,14 +27,11 @@ from streamrnn.arrays import IntArray
 from streamrnn.engine.series_table import SeriesTable
 from streamrnn.logs import get_logger
 from streamrnn.state.codec import RowCodec
-from streamrnn.state.store import LocalStateStore, StoredState
+from streamrnn.state.store import LocalStateStore, PendingRows, StoredState
 
-__all__ = ["ChangelogEntry", "GroupInfo", "SeriesStateManager", "blob_offset"]
+__all__ = ["GroupInfo", "SeriesStateManager", "blob_offset"]
 
 log = get_logger("state")
-
-#: Changelog entries folded into the store per write while restoring.
-_MERGE_CHUNK = 20_000
 
 TRANSIENT_COLUMNS = ("src", "dirty", "unsnapped", "touched", "ckpt_offset")
 
@@ -51,16 +48,6 @@ class GroupInfo:
     version: str
     state_column: str
     related: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class ChangelogEntry:
-    """One changelog record read back: key (series), value (blob), model version, labels."""
-
-    name: str
-    blob: bytes
-    model: str
-    labels: str | None
 
 
 def blob_offset(blob: bytes) -> int:
@@ -244,38 +231,33 @@ class SeriesStateManager:
 
     def merge_changelog(
         self,
-        entries: Iterable[tuple[tuple[str, int], ChangelogEntry]],
+        parts: Iterable[PendingRows],
         committed: dict[tuple[str, int], int],
         positions: dict[tuple[str, int], int],
     ) -> tuple[int, int]:
-        """Fold changelog entries into the store; each entry comes with its *input*
-        (topic, partition), whose committed offset is in ``committed``.
+        """Fold restored state into the store: ``parts`` are the changes a changelog read
+        makes, in log order (see :class:`~streamrnn.kafka.changelog.ChangelogFold`), for
+        input partitions whose committed offsets are ``committed``.
 
-        Entries that reflect input offsets beyond the committed one describe a batch whose
-        offsets were never committed (a crash between flush and commit): that batch will be
-        read and processed again, so its state is skipped. ``positions`` (changelog partition
-        → end offset) is stored once ``entries`` is exhausted, so the next restore reads only
-        what comes after. Returns (entries kept, entries skipped).
+        First, stored rows beyond a committed offset go (offsets reset by an operator: those
+        points will be read again). Each part is written in the background while the next
+        one is read; the last one, with ``positions`` (changelog partition → end offset, so
+        the next restore reads only what comes after), is still being written on return,
+        and the store answers as if it were (:meth:`LocalStateStore.put_behind`). Returns
+        (series restored, series deleted); a series in two parts counts twice.
         """
         for (topic, partition), offset in committed.items():
             self.store.forget_newer(topic, partition, offset)
-        latest: dict[str, StoredState] = {}
-        kept = skipped = 0
-        for (topic, partition), entry in entries:
-            offset = blob_offset(entry.blob)
-            if offset > committed[(topic, partition)]:
-                skipped += 1
-                continue
-            latest[entry.name] = StoredState(
-                entry.name, topic, partition, offset, entry.model, entry.labels, entry.blob
-            )
-            if len(latest) >= _MERGE_CHUNK:
-                # Newest wins in the store, and each partition is read in offset order:
-                # writing in chunks gives the same result with bounded memory.
-                kept += self.store.put(latest.values())
-                latest = {}
-        kept += self.store.put(latest.values(), positions)
-        return kept, skipped
+        restored = deleted = 0
+        held: PendingRows | None = None
+        for part in parts:
+            if held is not None:
+                self.store.put_behind(held)
+            held = part
+            restored += len(part.rows)
+            deleted += part.deleted_only()
+        self.store.put_behind(held or PendingRows(), positions)
+        return restored, deleted
 
     # -- internals ----------------------------------------------------------------------
 

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from confluent_kafka import Message
 
 from streamrnn.engine.series_table import SeriesTable
+from streamrnn.kafka.changelog import MODEL_HEADER, ChangelogFold
 from streamrnn.state.codec import RowCodec
-from streamrnn.state.manager import ChangelogEntry, GroupInfo, SeriesStateManager, blob_offset
+from streamrnn.state.manager import GroupInfo, SeriesStateManager, blob_offset
 from streamrnn.state.store import LocalStateStore, StoredState, StoreLockedError
 
 
@@ -129,12 +131,17 @@ def test_changelog_merge_skips_state_beyond_the_committed_offset(tmp_path: Path)
     ((_, uncommitted_state),) = source.take_dirty({("in", 0): 20})
 
     target = _manager(tmp_path / "two")
-    entries = [
-        (("in", 0), ChangelogEntry("a", committed_state.blob, "v1", None)),
-        (("in", 0), ChangelogEntry("a", uncommitted_state.blob, "v1", None)),
+    fold = ChangelogFold({("log", 0): ("in", 0, 10)})
+    batch = [
+        Message(
+            topic="log", partition=0, key=b"a", value=state.blob, headers=[(MODEL_HEADER, b"v1")]
+        )
+        for state in (committed_state, uncommitted_state)
     ]
-    kept, skipped = target.merge_changelog(entries, {("in", 0): 10}, {("log", 0): 2})
-    assert (kept, skipped) == (1, 1)
+    restored, deleted = target.merge_changelog(
+        fold.parts([batch]), {("in", 0): 10}, {("log", 0): 2}
+    )
+    assert (restored, deleted, fold.records, fold.skipped) == (1, 0, 2, 1)
     assert target.store.changelog_position("log", 0) == 2
     target.load(["a"])
     assert target.table.column("level")[target.table.slot_of("a")] == 0.5
