@@ -531,6 +531,8 @@ def _handle_batch(
     if settings.topics.forecasts:
         with timer.stage("produce.forecasts"):
             _produce_forecasts(settings.topics.forecasts, engine, sink, batch, decoded)
+    with timer.stage("produce.reports"):
+        sink.serve_reports()
     return batch
 
 

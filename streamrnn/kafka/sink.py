@@ -97,6 +97,14 @@ class AckedSink:
 
         return report
 
+    def serve_reports(self) -> None:
+        """Run the delivery callbacks of records acknowledged so far, without waiting.
+
+        Called after every batch: otherwise they pile up until the next checkpoint's flush,
+        which then spends tens of milliseconds running a second's worth of them (~75,000 at
+        75,000 forecast records/s) while the loop, and every point's latency, waits."""
+        self._producer.poll(0)
+
     def wait_acked(self, should_give_up: Callable[[], bool]) -> bool:
         """Block until every record sent so far is acknowledged; re-send failed ones.
 
