@@ -1,15 +1,15 @@
 """Restore speed: series state read back from a changelog topic into the local store.
 
-``python -m tests.benchmarks.restore --bootstrap-servers HOST:PORT`` fills a fresh changelog
-topic (compacted, compaction lag of a day: nothing is compacted during the run) the way the
-daemon writes one: ``--partitions`` partitions, ``--series`` series spread over them, and
-``--records-per-series`` rounds of one record per series (a topic not compacted yet holds a
-record per checkpoint a series was in; two is what the e2e benchmark's part 4 leaves). Every
-value is a real state blob: the :class:`RowCodec` of an engine built from ``--config``, its
-columns filled with random values (as incompressible as real hidden states), stamped with
-the input offset of its round, with the model-version header. ``--uncommitted`` adds a
-last round for that fraction of series stamped beyond the committed offset (a crash between
-flush and commit): restore must skip them.
+``python -m tests.benchmarks.restore`` (on a broker of its own, or ``--bootstrap-servers``)
+fills a fresh changelog topic (compacted, compaction lag of a day: nothing is compacted
+during the run) the way the daemon writes one: ``--partitions`` partitions, ``--series``
+series spread over them, and ``--records-per-series`` rounds of one record per series (a
+topic not compacted yet holds a record per checkpoint a series was in; two is what the e2e
+benchmark's part 4 leaves). Every value is a real state blob: the :class:`RowCodec` of an
+engine built from ``--config``, its columns filled with random values (as incompressible as
+real hidden states), stamped with the input offset of its round, with the model-version
+header. ``--uncommitted`` adds a last round for that fraction of series stamped beyond the
+committed offset (a crash between flush and commit): restore must skip them.
 
 Then ``--repeat`` times, each into a new empty store (a fresh instance with no state
 directory), with the garbage collector tuned as the daemon's loop tunes it (start-up objects
@@ -50,6 +50,7 @@ from streamrnn.config import Settings, load_settings
 from streamrnn.engine.build import build_engine
 from streamrnn.kafka.changelog import MODEL_HEADER, ChangelogFold, read_changelog
 from streamrnn.kafka.clients import client_config, create_new_topics
+from streamrnn.local_broker import start_broker, stop_broker
 from streamrnn.state.manager import GroupInfo, SeriesStateManager
 from streamrnn.state.store import LocalStateStore, StoredState
 
@@ -63,7 +64,7 @@ def main() -> None:
         description=(__doc__ or "").splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--bootstrap-servers", default="127.0.0.1:52107")
+    parser.add_argument("--bootstrap-servers", help="an existing broker (default: start one)")
     parser.add_argument("--config", default="config.yaml", help="engine configuration")
     parser.add_argument("--series", type=int, default=100_000)
     parser.add_argument("--records-per-series", type=int, default=2)
@@ -75,7 +76,21 @@ def main() -> None:
     )
     parser.add_argument("--keep-topic", action="store_true", help="do not delete the topic")
     args = parser.parse_args()
+    if args.bootstrap_servers is not None:
+        run(args)
+        return
+    with tempfile.TemporaryDirectory(prefix="streamrnn-restore-") as tmp:
+        print("starting a local broker ...", flush=True)
+        args.bootstrap_servers = start_broker(Path(tmp) / "broker").bootstrap_servers
+        try:
+            run(args)
+        finally:
+            gc.collect()  # let go of our clients before their broker goes
+            stop_broker(Path(tmp) / "broker")
 
+
+def run(args: argparse.Namespace) -> None:
+    """Fill a changelog (or reuse ``--group``'s) and time the restores."""
     group = args.group or f"restore-bench-{uuid.uuid4().hex[:8]}"
     settings = load_settings(
         args.config,
