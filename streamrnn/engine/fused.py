@@ -46,8 +46,11 @@ _STEP_BATCH: Any = step_batch
 
 #: Parallel work units per thread (a few, so a slow unit does not hold the others up).
 CHUNKS_PER_THREAD = 4
-#: Points below which a work unit is not worth a thread hand-off.
-MIN_CHUNK_POINTS = 256
+#: Points below which a work unit is not worth a thread hand-off. A batch smaller than two
+#: of them runs on the calling thread alone: under light load batches are small, and a
+#: parallel region waits for its slowest thread, which on a busy machine may be waiting
+#: for a core (latency), while a small batch gains little from a second one.
+MIN_CHUNK_POINTS = 1024
 
 _CALIBRATOR_COLUMNS: dict[type, tuple[int, tuple[str, ...]]] = {
     LikelihoodCalibrator: (CAL_LIKELIHOOD, ("lik_short", "lik_mean", "lik_var", "lik_count")),
@@ -210,7 +213,7 @@ class FusedStepper:
             col(name) if chain.novelty is not None else np.zeros(0, dtype=dtype)
             for name, dtype in _NOVELTY_COLUMNS
         ]
-        numba.set_num_threads(self.threads)
+        numba.set_num_threads(self.threads if len(ts) >= 2 * MIN_CHUNK_POINTS else 1)
         ts = np.ascontiguousarray(ts, dtype=np.float64)
         values = np.ascontiguousarray(values, dtype=np.float64)
         present = np.unique(groups) if len(groups) else np.zeros(1, dtype=np.int64)
