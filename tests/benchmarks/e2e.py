@@ -75,18 +75,17 @@ from streamrnn.daemon import HEAP_TRIM_INTERVAL_S
 from streamrnn.kafka.clients import client_config, create_topics
 from streamrnn.kafka.inspect import group_progress
 from streamrnn.local_broker import start_broker, stop_broker
+from tests.benchmarks.e2e_latency import LatencyClients
 from tests.benchmarks.e2e_load import (
     BenchError,
     CommitProbe,
     CommitRate,
-    ForecastSubscriber,
     Produced,
     create_time_span,
     encode_points,
     encode_windows,
     events,
     make_stream,
-    offer_paced_load,
     passthrough,
     produce_bulk,
     tail,
@@ -509,44 +508,47 @@ class Bench:
         topic = self.topics("lat-in")[0]
         names = self.names("lat", topic)
         config = self.config("lat", names)
-        subscriber = ForecastSubscriber(self.bootstrap, self.consumer_conf, names.forecasts or "")
-        subscriber.start()
+        clients = LatencyClients(
+            self.bootstrap, self.consumer_conf, topic, names.forecasts or "", self.work
+        )
         daemon = self.start(config, "latency")
-        sent_at: dict[tuple[str, float], float] = {}
         try:
-            if not subscriber.assigned.wait(30) or subscriber.error:
-                raise BenchError(f"the forecast subscriber did not start: {subscriber.error}")
+            if not clients.wait_assigned(30):
+                raise BenchError("the forecast subscriber did not start")
             wait_for_event(daemon, "partitions assigned", STARTUP_TIMEOUT_S)
             print(
                 f"offering {rate:,.0f} points/s over {args.series:,} series for"
-                f" {args.latency_seconds:.0f} s ...",
+                f" {args.latency_seconds:.0f} s (load and subscriber in processes of their"
+                " own) ...",
                 flush=True,
             )
-            sent_at = offer_paced_load(
-                self.bootstrap, topic, args.series, rate, args.latency_seconds, daemon.alive
-            )
-            deadline = time.monotonic() + 60.0
-            while len(subscriber.received) < len(sent_at) and time.monotonic() < deadline:
-                if subscriber.error or not daemon.alive():
-                    break
-                time.sleep(0.2)
+            try:
+                sent = clients.offer(args.series, rate, args.latency_seconds, daemon.alive)
+            except RuntimeError as exc:
+                raise BenchError(str(exc)) from exc
+            clients.wait_received(len(sent.at), 60.0)
         finally:
-            subscriber.stop()
-            code = self.stop(daemon)
-        if subscriber.error:
-            raise BenchError(f"the forecast subscriber failed: {subscriber.error}")
-        received = subscriber.received
+            try:
+                received = clients.stop()
+            except RuntimeError as exc:
+                raise BenchError(str(exc)) from exc
+            finally:
+                code = self.stop(daemon)
         stopped = last_event(daemon, "stopped") or {}
-        if len(received) < len(sent_at):
-            print(
-                f"  WARNING: {len(received):,} forecast records for {len(sent_at):,} points"
-                " after waiting 60 s"
-            )
-        start = min(sent_at.values())
-        seen: set[tuple[str, float]] = set()
+        sent_at = sent.by_point()
+        if len(received.at) < len(sent_at):
+            print(f"  WARNING: {len(received.at):,} forecast records for {len(sent_at):,} points")
+        start = float(sent.at.min())
+        seen: set[tuple[int, float]] = set()
         latencies = []
         in_daemon = []  # input produce() → the daemon's produce() of the forecast (CreateTime)
-        for at, series, ts, created in received:
+        for at, series, ts, created in zip(
+            received.at.tolist(),
+            received.series.tolist(),
+            received.ts.tolist(),
+            received.created.tolist(),
+            strict=True,
+        ):
             key = (series, round(ts, 3))
             produced_at = sent_at.get(key)
             if produced_at is None or key in seen:
@@ -555,7 +557,7 @@ class Bench:
             if produced_at >= start + WARMUP_S:
                 latencies.append(at - produced_at)
                 in_daemon.append(created - produced_at)
-        offered = len(sent_at) / max(1e-9, max(sent_at.values()) - start)
+        offered = len(sent_at) / max(1e-9, float(sent.at.max()) - start)
         if not latencies:
             print("no forecast records measured")
             self.rows.append(Row("latency p99", f"< {TARGET_P99_MS:.0f} ms", "n/a", False))

@@ -1,13 +1,12 @@
 """Helpers of the end-to-end benchmark (``tests.benchmarks.e2e``): the synthetic stream, a
-fast bulk producer, the group-progress probe, the bare passthrough, the paced load and the
-forecast subscriber of the latency test, and a daemon wrapper that can pass ``STREAMRNN_*``
-variables.
+fast bulk producer, the group-progress probe, the bare passthrough, and a daemon wrapper
+that can pass ``STREAMRNN_*`` variables. The latency test's clients are in
+``tests.benchmarks.e2e_latency``.
 """
 
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -448,113 +447,6 @@ def passthrough(
 
 
 # -- the latency test ------------------------------------------------------------------
-
-
-class ForecastSubscriber(threading.Thread):
-    """Reads the forecast topic from the beginning (a new topic) and records, for every
-    record, the wall-clock time it was received, its (series, ts), and its CreateTime (set
-    by the daemon's producer when it handed the record over, epoch seconds)."""
-
-    def __init__(self, bootstrap: str, consumer_conf: dict[str, Any], topic: str) -> None:
-        super().__init__(name="forecast-subscriber", daemon=True)
-        self._consumer = Consumer(
-            {
-                **consumer_conf,
-                "bootstrap.servers": bootstrap,
-                "group.id": f"bench-subscriber-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": False,
-            }
-        )
-        self._topic = topic
-        self._stop_event = threading.Event()
-        self.received: list[tuple[float, str, float, float]] = []
-        self.error: BaseException | None = None
-        self.assigned = threading.Event()
-
-    def run(self) -> None:
-        try:
-            meta = self._consumer.list_topics(self._topic, timeout=30)
-            parts = meta.topics[self._topic].partitions
-            self._consumer.assign([TopicPartition(self._topic, p, 0) for p in parts])
-            self.assigned.set()
-            poll, now, loads = self._consumer.poll, time.time, orjson.loads
-            out = self.received
-            while not self._stop_event.is_set():
-                msg = poll(0.1)
-                if msg is None:
-                    continue
-                at = now()
-                if msg.error() is not None:
-                    continue
-                doc = loads(msg.value() or b"null")
-                created = msg.timestamp()[1] / 1000.0
-                out.append((at, doc["series"], doc["ts"], created))
-        except BaseException as exc:  # reported by the main thread
-            self.error = exc
-            self.assigned.set()
-        finally:
-            self._consumer.close()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=30)
-
-
-def offer_paced_load(
-    bootstrap: str,
-    topic: str,
-    series: int,
-    rate: float,
-    seconds: float,
-    alive: Callable[[], bool],
-    prefix: str = "lat",
-) -> dict[tuple[str, float], float]:
-    """Produce ``rate`` single-point messages/s round-robin over ``series`` series for
-    ``seconds``, in 10 ms slices; returns the wall-clock time of each produce() call by
-    (series, ts)."""
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "enable.idempotence": True,
-        }
-    )
-    names = [f"{prefix}.{s:05d}" for s in range(series)]
-    keys = [n.encode() for n in names]
-    rng = np.random.default_rng(1)
-    level = rng.uniform(10.0, 1000.0, series)
-    phase = rng.uniform(0.0, 2 * np.pi, series)
-    step = max(series / rate, 0.001)  # seconds between two points of a series
-    t0 = round(time.time() - seconds - 60.0, 3)
-    sent_at: dict[tuple[str, float], float] = {}
-    dumps, now = orjson.dumps, time.time
-    start = time.monotonic()
-    sent = 0
-    while (elapsed := time.monotonic() - start) < seconds:
-        if not alive():
-            raise BenchError("the daemon exited during the latency load")
-        due = int(elapsed * rate)
-        for n in range(sent, due):
-            s, i = n % series, n // series
-            ts = round(t0 + i * step, 3)
-            value = round(float(level[s] * (1 + 0.2 * np.sin(phase[s] + i / 20))), 4)
-            doc = dumps({"series": names[s], "ts": ts, "value": value})
-            while True:
-                try:
-                    sent_at[(names[s], ts)] = now()
-                    producer.produce(topic, doc, keys[s])
-                    break
-                except BufferError:
-                    producer.poll(0.005)
-        sent = due
-        producer.poll(0)
-        next_slice = start + (int(elapsed / 0.01) + 1) * 0.01
-        time.sleep(max(0.0, next_slice - time.monotonic()))
-    if producer.flush(30.0):
-        raise BenchError("latency load: messages unacknowledged after 30 s")
-    return sent_at
 
 
 # -- the daemon ------------------------------------------------------------------------
