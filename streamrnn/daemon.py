@@ -7,9 +7,11 @@ One iteration:
 2. decode each message; a bad one is logged, counted and dead-lettered with its reason;
 3. bring the batch's series into memory (from the local store, evicting idle series);
 4. step every series in the batch through the engine (forecast, score, learn);
-5. produce the batch's alerts (and forecasts) keyed by series;
+5. produce the batch's alerts (and forecasts) keyed by series, serve delivery reports and
+   commit the offsets of an earlier checkpoint once all its records are acknowledged;
 6. every ``delivery.commit_interval_s``: a checkpoint (changelog → flush → commit offsets →
-   snapshot; see :mod:`streamrnn.checkpoint` for why in that order).
+   snapshot; see :mod:`streamrnn.checkpoint` for why in that order, and why the flush and
+   commit of the periodic ones happen in the background of later iterations).
 
 A crash can only cause the batches since the last checkpoint to be processed again from the
 state of that checkpoint, never an alert to be lost; alert ids are deterministic so
@@ -301,8 +303,14 @@ def _loop(
         log.warning("delivery failed, will retry", topic=topic, error=str(err))
 
     sink = AckedSink(producer, on_produce_error)
+    checkpointers: list[Checkpointer] = []  # set below; the consumer reports commits to it
+
+    def on_commit(err: KafkaError | None, parts: list[TopicPartition]) -> None:
+        if checkpointers:
+            checkpointers[0].on_commit(err, parts)
+
     source = BatchSource(
-        make_consumer(settings),
+        make_consumer(settings, on_commit),
         settings.topics.input,
         on_error=lambda err: log.warning("consumer error", error=str(err), code=err.code()),
     )
@@ -314,6 +322,7 @@ def _loop(
     checkpointer = Checkpointer(
         settings, source, producer, sink, manager, client_config(settings, "admin"), restoring
     )
+    checkpointers.append(checkpointer)
     stats = DaemonStats(metrics=metrics)
     log.info(
         "started",
@@ -371,9 +380,12 @@ def _loop(
                     controller.observe(batch)
                 training = controller.training
                 stats.count_latency(time.perf_counter() - started, training)
+            else:
+                sink.serve_reports()
+            checkpointer.settle()  # commits what the broker has acknowledged meanwhile
             if checkpointer.due():
                 started = time.perf_counter()
-                if not checkpointer.checkpoint(give_up):
+                if not checkpointer.checkpoint(give_up, wait=False):
                     metrics.checkpoint_failures.inc()
                 metrics.checkpoint_seconds.observe(time.perf_counter() - started)
                 stats.timer.add("checkpoint", time.perf_counter() - started)

@@ -9,10 +9,10 @@ Every librdkafka setting under ``kafka.client`` goes to every client verbatim
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Sequence
-from typing import Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streamrnn.config import LibrdkafkaValue, Settings
@@ -60,9 +60,16 @@ def transactional_id(settings: Settings) -> str:
     return configured or f"{settings.kafka.group_id}-{instance}"
 
 
-def make_consumer(settings: Settings) -> Consumer:
-    """A consumer in the configured group (not yet subscribed)."""
-    return Consumer(client_config(settings, "consumer"))
+def make_consumer(
+    settings: Settings,
+    on_commit: Callable[[KafkaError | None, list[TopicPartition]], None] | None = None,
+) -> Consumer:
+    """A consumer in the configured group (not yet subscribed); ``on_commit`` receives the
+    outcome of every offset commit (run inside the consumer's polls)."""
+    conf: dict[str, Any] = dict(client_config(settings, "consumer"))
+    if on_commit is not None:
+        conf["on_commit"] = on_commit
+    return Consumer(conf)
 
 
 def make_producer(settings: Settings) -> Producer:

@@ -1,8 +1,10 @@
 """Produce records and know when the broker has acknowledged every one of them.
 
-The daemon commits input offsets only after :meth:`AckedSink.wait_acked` returns True, so
-an alert is never lost: a record whose delivery failed is produced again (with backoff)
-until the broker takes it. Knows nothing of torch.
+The daemon commits input offsets only once every record sent before them is acknowledged,
+so an alert is never lost: either after :meth:`AckedSink.wait_acked` returns True (which
+also produces failed records again, with backoff, until the broker takes them), or, not
+waiting, once :meth:`AckedSink.acked_through` says so for a :meth:`AckedSink.mark` taken
+when the offsets were. Knows nothing of torch.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class AckedSink:
         #: last acknowledged record (changelog positions for the local state store).
         self.positions: dict[tuple[str, int], int] = {}
         self._generation = 0
+        #: Records sent and not yet reported, per epoch (see :meth:`mark`); epochs with
+        #: none are dropped, except the current one.
+        self._epoch = 0
+        self._open: dict[int, int] = {0: 0}
 
     def send(
         self,
@@ -54,6 +60,7 @@ class AckedSink:
                     on_delivery=report,
                 )
                 self._pending += 1
+                self._open[self._epoch] += 1
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -64,6 +71,7 @@ class AckedSink:
         whole call instead of one closure per record)."""
         report = self._reporter(topic, -1, None)
         produce = self._producer.produce
+        epoch = self._epoch
         for key, value in zip(keys, values, strict=True):
             while True:
                 try:
@@ -72,6 +80,7 @@ class AckedSink:
                 except BufferError:
                     self._producer.poll(0.05)
             self._pending += 1
+            self._open[epoch] += 1
 
     def _reporter(
         self, topic: str, partition: int, record: _Record | None
@@ -80,11 +89,18 @@ class AckedSink:
         its acknowledged offsets are tracked in :attr:`positions`). A failed record is
         queued for re-sending: ``record``, or (None) rebuilt from the message."""
         generation = self._generation
+        epoch = self._epoch
+        open_epochs = self._open
 
         def report(err: KafkaError | None, msg: Message) -> None:
             if generation != self._generation:
                 return  # discarded with its aborted transaction
             self._pending -= 1
+            left = open_epochs[epoch] - 1
+            if left or epoch == self._epoch:
+                open_epochs[epoch] = left
+            else:
+                del open_epochs[epoch]
             if err is None:
                 if partition >= 0:
                     offset = msg.offset()
@@ -96,6 +112,28 @@ class AckedSink:
                 self._on_error(topic, err)
 
         return report
+
+    def mark(self) -> int:
+        """End the current epoch and return it: :meth:`acked_through` of it tells when every
+        record sent so far has been acknowledged, without waiting for later ones."""
+        done = self._epoch
+        if self._open[done] == 0:
+            del self._open[done]
+        self._epoch = done + 1
+        self._open[self._epoch] = 0
+        return done
+
+    def acked_through(self, epoch: int) -> bool:
+        """Whether every record sent up to the end of ``epoch`` (from :meth:`mark`) has been
+        acknowledged (as far as the delivery reports served so far tell) and none failed.
+        A failed record counts as unacknowledged until :meth:`wait_acked` delivers it."""
+        if self._failed:
+            return False
+        return all(e > epoch for e in self._open if self._open[e])
+
+    def has_failed(self) -> bool:
+        """Whether a record's delivery failed and awaits re-sending (by :meth:`wait_acked`)."""
+        return bool(self._failed)
 
     def serve_reports(self) -> None:
         """Run the delivery callbacks of records acknowledged so far, without waiting.
@@ -131,3 +169,4 @@ class AckedSink:
         self._failed = []
         self._pending = 0
         self._generation += 1
+        self._open = {self._epoch: 0}

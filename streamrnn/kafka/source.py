@@ -83,10 +83,15 @@ class BatchSource:
                     raise RuntimeError(f"fatal consumer error: {err}")
         return good
 
-    def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
-        """Synchronously commit ``next_offsets`` (the offset after the last handled message,
-        per input partition)."""
-        if next_offsets:
+    def commit(self, next_offsets: dict[tuple[str, int], int], asynchronous: bool = False) -> None:
+        """Commit ``next_offsets`` (the offset after the last handled message, per input
+        partition); ``asynchronous``: without waiting (the consumer's ``on_commit`` callback
+        reports the outcome during a later poll)."""
+        if not next_offsets:
+            return
+        if asynchronous:
+            self._consumer.commit(offsets=as_partitions(next_offsets), asynchronous=True)
+        else:
             self._consumer.commit(offsets=as_partitions(next_offsets), asynchronous=False)
 
     def committed(
