@@ -68,6 +68,10 @@ DEFAULT_CONSUMER: dict[str, LibrdkafkaValue] = {
     "auto.offset.reset": "earliest",
     # The 1000 ms default caps consumption throughput.
     "fetch.queue.backoff.ms": 5,
+    # The broker holds an idle fetch this long, and the connection's other requests wait
+    # behind it: at the 500 ms default, a newly assigned partition without a committed
+    # offset (its offset lookup queued behind two fetches) started ~1 s late.
+    "fetch.wait.max.ms": 100,
     "partition.assignment.strategy": "cooperative-sticky",
 }
 #: Producer settings that apply unless the config overrides them one by one.
