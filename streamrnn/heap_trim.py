@@ -42,11 +42,6 @@ class HeapTrimmer:
         self._trim = _malloc_trim()
         self._last = -float("inf")
 
-    @property
-    def available(self) -> bool:
-        """Whether the C library has ``malloc_trim`` (glibc)."""
-        return self._trim is not None
-
     def maybe_trim(self) -> bool:
         """Trim if the interval has passed; True if a trim ran."""
         now = time.monotonic()
