@@ -32,7 +32,7 @@ import torch
 
 from streamrnn.arrays import FloatArray, Int8Array, IntArray
 from streamrnn.decode import DecodedMessage, Rejection
-from streamrnn.engine.fused import MIN_SEEN_TO_SCORE, FusedOutput, FusedStepper
+from streamrnn.engine.fused import MIN_SEEN_TO_SCORE, FusedStepper, StepOutput
 from streamrnn.engine.series_table import SeriesTable
 from streamrnn.forecast.features import FeatureState, learn_point, point_features
 from streamrnn.forecast.gru import RecurrentForecaster
@@ -370,7 +370,7 @@ class Engine:
         ts: FloatArray,
         values: FloatArray,
         timer: StageTimer,
-    ) -> FusedOutput:
+    ) -> StepOutput:
         """The reference path: the batch as a (K series x T points) grid, walked column by
         column, each column vectorised over the series still active in it (numpy, and torch
         for the model). Per-point results in the order of ``ts``."""
@@ -480,7 +480,7 @@ class Engine:
             column = tbl.column(f"state.{self.groups[g].name}")
             column[slots[rows]] = states[g].numpy().transpose(1, 0, 2)
         timer.add("engine.scatter", clock() - started)
-        return FusedOutput(
+        return StepOutput(
             forecast=out_forecast[row, col],
             spread=out_spread[row, col],
             scale=out_scale[row, col],

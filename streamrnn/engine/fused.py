@@ -34,7 +34,7 @@ from streamrnn.scoring.tail import TailCalibrator
 if TYPE_CHECKING:
     from streamrnn.engine.engine import ModelGroup
 
-__all__ = ["MIN_SEEN_TO_SCORE", "FusedOutput", "FusedStepper"]
+__all__ = ["MIN_SEEN_TO_SCORE", "FusedStepper", "StepOutput"]
 
 #: Points a series must have seen before its residuals are scored (and learned by the scorer).
 MIN_SEEN_TO_SCORE = 2
@@ -80,8 +80,9 @@ _RULE_COLUMNS = ("rule_hits", "rule_episode", "rule_cooldown", "rule_last_alert_
 
 
 @dataclass(frozen=True, slots=True)
-class FusedOutput:
-    """Per-point results of a batch, aligned with the points passed in."""
+class StepOutput:
+    """Per-point results of a batch, aligned with the points passed in (from the kernel or
+    the engine's column path)."""
 
     forecast: FloatArray
     spread: FloatArray
@@ -188,14 +189,14 @@ class FusedStepper:
         lengths: IntArray,
         ts: FloatArray,
         values: FloatArray,
-    ) -> FusedOutput:
+    ) -> StepOutput:
         """Forecast, score and learn ``lengths[i]`` points of series ``slots[i]`` (group
         ``groups[i]``) starting at ``starts[i]`` of ``ts``/``values`` (time order per series);
         every state column is updated in place."""
         weights = self._weights
         assert weights is not None, "set_models() first"
         n = len(ts)
-        out = FusedOutput(
+        out = StepOutput(
             forecast=np.empty(n),
             spread=np.empty(n),
             scale=np.empty(n),
@@ -241,7 +242,7 @@ class FusedStepper:
         weights: _Weights,
         season: list[np.ndarray[Any, Any]],
         novelty: list[np.ndarray[Any, Any]],
-        out: FusedOutput,
+        out: StepOutput,
     ) -> None:
         """One kernel call for the rows of model group ``g`` (one set of weights)."""
         col = self.table.column
