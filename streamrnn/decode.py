@@ -146,12 +146,12 @@ def _decode(raw: bytes | None, rules: DecodeRules) -> DecodedMessage | Rejection
     # msgspec in one C call (JSON numbers are finite or out of range, never NaN). Anything
     # else (ISO timestamps, unknown fields, any error) takes the general walk below, which
     # says exactly what is wrong.
+    # The form is told by the "points" key, so neither decoder fails on the other's
+    # messages (a label value "points" only sends a point to the general walk).
     try:
-        point = _POINT.decode(raw)
-        return DecodedMessage(point.series, [point.ts], [point.value], point.labels)
-    except msgspec.DecodeError:
-        pass
-    try:
+        if b'"points"' not in raw:
+            point = _POINT.decode(raw)
+            return DecodedMessage(point.series, [point.ts], [point.value], point.labels)
         window = _WINDOW.decode(raw)
         pairs = window.points
         return DecodedMessage(
