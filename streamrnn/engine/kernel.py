@@ -268,7 +268,10 @@ def step_batch(
         gh = np.empty((padded, 3 * hidden), dtype=np.float32)
         xrow = np.empty(n_inputs, dtype=np.float32)
         target = np.empty(n_time, dtype=np.float32)
+        # Per column: the chunk row, slot and point index of each series with a point in it.
         active = np.empty(rows, dtype=np.int64)
+        act_slot = np.empty(rows, dtype=np.int64)
+        act_point = np.empty(rows, dtype=np.int64)
         scale_a = np.empty(rows)
         gap_a = np.empty(rows)
         learn_a = np.empty(rows, dtype=np.bool_)
@@ -283,15 +286,17 @@ def step_batch(
         for j in range(longest):
             m = 0
             for i in range(rows):
-                if row_length[first_row + i] > j:
+                row = first_row + i
+                if row_length[row] > j:
                     active[m] = i
+                    act_slot[m] = row_slot[row]
+                    act_point[m] = row_start[row] + j
                     m += 1
             # -- features and decay, per point ---------------------------------------------
             for a in range(m):
                 i = active[a]
-                row = first_row + i
-                s = row_slot[row]
-                p = row_start[row] + j
+                s = act_slot[a]
+                p = act_point[a]
                 # features (forecast.features.point_features)
                 t = ts[p]
                 v = values[p]
@@ -356,10 +361,8 @@ def step_batch(
             np.dot(head_in[:mm], head_w1_t[g], z1[:mm])
             # -- forecast, score, alert and learn, per point -------------------------------------
             for a in range(m):
-                i = active[a]
-                row = first_row + i
-                s = row_slot[row]
-                p = row_start[row] + j
+                s = act_slot[a]
+                p = act_point[a]
                 t = ts[p]
                 v = values[p]
                 count = f_count[s]
