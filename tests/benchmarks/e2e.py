@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import subprocess
 import sys
 import tempfile
@@ -75,7 +76,7 @@ from streamrnn.daemon import HEAP_TRIM_INTERVAL_S
 from streamrnn.kafka.clients import client_config, create_topics
 from streamrnn.kafka.inspect import group_progress
 from streamrnn.local_broker import start_broker, stop_broker
-from tests.benchmarks.e2e_latency import LatencyClients
+from tests.benchmarks.e2e_latency import LatencyClients, machine_cpu_s, process_cpu_s
 from tests.benchmarks.e2e_load import (
     BenchError,
     CommitProbe,
@@ -508,10 +509,12 @@ class Bench:
                 " own) ...",
                 flush=True,
             )
+            cpu_before = (machine_cpu_s(), process_cpu_s(daemon.proc.pid), time.monotonic())
             try:
                 sent = clients.offer(args.series, rate, args.latency_seconds, daemon.alive)
             except RuntimeError as exc:
                 raise BenchError(str(exc)) from exc
+            cpu_after = (machine_cpu_s(), process_cpu_s(daemon.proc.pid), time.monotonic())
             clients.wait_received(len(sent.at), 60.0)
         finally:
             try:
@@ -567,6 +570,19 @@ class Bench:
         print(
             f"  the daemon's batches during the load: {stopped.get('batches', 0):,} batches"
             f" ({stopped.get('messages', 0):,} messages), handling time {batch_ms}"
+        )
+        wall = cpu_after[2] - cpu_before[2]
+        daemon_cpu = (
+            None
+            if cpu_before[1] is None or cpu_after[1] is None
+            else (cpu_after[1] - cpu_before[1]) / wall
+        )
+        machine = (cpu_after[0] - cpu_before[0]) / wall
+        print(
+            f"  CPU during the load, in cores of {os.cpu_count()}: the machine {machine:.2f},"
+            f" the daemon {fmt(daemon_cpu, 2)}, the load producer {sent.cpu_s / wall:.2f},"
+            f" the subscriber {received.cpu_s / wall:.2f} (its CPU up to its stop, over the"
+            " load's seconds); the rest is the broker and the system"
         )
         print_profile(stopped.get("profile_s"))
         self.rows.append(

@@ -11,8 +11,11 @@ every process on the machine shares).
 
 from __future__ import annotations
 
+import array
 import multiprocessing
 import multiprocessing.synchronize
+import os
+import resource
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-__all__ = ["LatencyClients", "Received", "Sent"]
+__all__ = ["LatencyClients", "Received", "Sent", "machine_cpu_s", "process_cpu_s"]
 
 #: Seconds of each slice of the paced load (its points are produced at the slice's start).
 SLICE_S = 0.01
@@ -41,6 +44,8 @@ class Sent:
     series: np.ndarray[Any, np.dtype[np.int64]]
     ts: np.ndarray[Any, np.dtype[np.float64]]
     at: np.ndarray[Any, np.dtype[np.float64]]
+    #: CPU seconds the load process used.
+    cpu_s: float
 
     def by_point(self) -> dict[tuple[int, float], float]:
         """``produce()`` time by (series number, timestamp)."""
@@ -58,6 +63,8 @@ class Received:
     series: np.ndarray[Any, np.dtype[np.int64]]
     ts: np.ndarray[Any, np.dtype[np.float64]]
     created: np.ndarray[Any, np.dtype[np.float64]]
+    #: CPU seconds the subscriber process used.
+    cpu_s: float
 
 
 class LatencyClients:
@@ -128,7 +135,7 @@ class LatencyClients:
         if producer.exitcode != 0 or not path.exists():
             raise RuntimeError(f"the paced load failed (exit code {producer.exitcode})")
         with np.load(path) as data:
-            return Sent(data["series"], data["ts"], data["at"])
+            return Sent(data["series"], data["ts"], data["at"], float(data["cpu_s"]))
 
     def wait_received(self, count: int, timeout_s: float) -> int:
         """Wait until the subscriber has read ``count`` records (at most ``timeout_s``
@@ -150,7 +157,9 @@ class LatencyClients:
         if self._subscriber.exitcode != 0 or not self._received_path.exists():
             raise RuntimeError(f"the forecast subscriber failed (exit {self._subscriber.exitcode})")
         with np.load(self._received_path) as data:
-            return Received(data["at"], data["series"], data["ts"], data["created"])
+            return Received(
+                data["at"], data["series"], data["ts"], data["created"], float(data["cpu_s"])
+            )
 
 
 def _subscribe(
@@ -175,10 +184,13 @@ def _subscribe(
             "enable.partition.eof": False,
         }
     )
-    at: list[float] = []
-    series: list[int] = []
-    ts: list[float] = []
-    created: list[float] = []
+    # Columns of plain numbers (array.array): no Python object per record survives, so the
+    # garbage collector's full passes do not grow with the run (with millions of retained
+    # records they paused the subscriber for hundreds of milliseconds, measured as latency).
+    at = array.array("d")
+    series = array.array("q")
+    ts = array.array("d")
+    created = array.array("d")
     skip = len(prefix) + 1
     try:
         meta = consumer.list_topics(topic, timeout=30)
@@ -195,20 +207,21 @@ def _subscribe(
             for msg in batch:
                 if msg.error() is not None:
                     continue
-                doc = loads(msg.value() or b"null")
                 at.append(got)
-                series.append(int(doc["series"][skip:]))
-                ts.append(doc["ts"])
+                series.append(int((msg.key() or b"")[skip:]))
+                ts.append(loads(msg.value() or b"null")["ts"])
                 created.append(msg.timestamp()[1] / 1000.0)
             count.value += len(batch)
     finally:
         consumer.close()
+    cpu_s = _own_cpu_s()
     np.savez(
         out,
-        at=np.array(at, dtype=np.float64),
-        series=np.array(series, dtype=np.int64),
-        ts=np.array(ts, dtype=np.float64),
-        created=np.array(created, dtype=np.float64),
+        at=np.frombuffer(at, dtype=np.float64),
+        series=np.frombuffer(series, dtype=np.int64),
+        ts=np.frombuffer(ts, dtype=np.float64),
+        created=np.frombuffer(created, dtype=np.float64),
+        cpu_s=np.array(cpu_s),
     )
 
 
@@ -270,4 +283,33 @@ def _offer(
         time.sleep(max(0.0, next_slice - time.monotonic()))
     if producer.flush(30.0):
         raise RuntimeError("latency load: messages unacknowledged after 30 s")
-    np.savez(out, series=sent_series[:sent], ts=sent_ts[:sent], at=sent_at[:sent])
+    np.savez(
+        out,
+        series=sent_series[:sent],
+        ts=sent_ts[:sent],
+        at=sent_at[:sent],
+        cpu_s=np.array(_own_cpu_s()),
+    )
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds this process has used (all its threads, user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds process ``pid`` has used so far (all threads); None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, /proc/stat), for the share
+    of the cores a run used."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
