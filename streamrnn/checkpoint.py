@@ -219,12 +219,9 @@ class Checkpointer:
         acknowledged; cheap when there is none. Called after every batch, once its delivery
         reports are served. A failed commit is reported by :meth:`on_commit`."""
         unsettled = self._unsettled
-        if not unsettled or not self._sink.acked_through(unsettled[0][0]):
-            return
         offsets: dict[tuple[str, int], int] = {}
         while unsettled and self._sink.acked_through(unsettled[0][0]):
-            offsets.update(unsettled.popleft()[1])
-        offsets = {k: v for k, v in offsets.items() if k in self._next}  # still ours
+            offsets.update(unsettled.popleft()[1])  # partitions no longer ours: see _forget
         if not offsets:
             return
         try:

@@ -303,11 +303,10 @@ def _loop(
         log.warning("delivery failed, will retry", topic=topic, error=str(err))
 
     sink = AckedSink(producer, on_produce_error)
-    checkpointers: list[Checkpointer] = []  # set below; the consumer reports commits to it
 
     def on_commit(err: KafkaError | None, parts: list[TopicPartition]) -> None:
-        if checkpointers:
-            checkpointers[0].on_commit(err, parts)
+        # runs inside the consumer's polls, all after the checkpointer below exists
+        checkpointer.on_commit(err, parts)
 
     source = BatchSource(
         make_consumer(settings, on_commit),
@@ -322,7 +321,6 @@ def _loop(
     checkpointer = Checkpointer(
         settings, source, producer, sink, manager, client_config(settings, "admin"), restoring
     )
-    checkpointers.append(checkpointer)
     stats = DaemonStats(metrics=metrics)
     log.info(
         "started",

@@ -26,16 +26,17 @@ class AckedSink:
     def __init__(self, producer: Producer, on_error: Callable[[str, KafkaError], None]) -> None:
         self._producer = producer
         self._on_error = on_error
-        self._pending = 0
         self._failed: list[_Record] = []
         #: Per (topic, partition) written to with an explicit partition: the offset after the
         #: last acknowledged record (changelog positions for the local state store).
         self.positions: dict[tuple[str, int], int] = {}
         self._generation = 0
-        #: Records sent and not yet reported, per epoch (see :meth:`mark`); epochs with
-        #: none are dropped, except the current one.
+        #: Records sent in the current epoch (see :meth:`mark`) and not yet reported: a
+        #: one-item list, so each delivery callback holds its own epoch's count.
         self._epoch = 0
-        self._open: dict[int, int] = {0: 0}
+        self._unreported = [0]
+        #: Ended epochs that still have unreported records, by epoch.
+        self._marked: dict[int, list[int]] = {}
 
     def send(
         self,
@@ -59,8 +60,7 @@ class AckedSink:
                     partition=partition,
                     on_delivery=report,
                 )
-                self._pending += 1
-                self._open[self._epoch] += 1
+                self._unreported[0] += 1
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -71,7 +71,7 @@ class AckedSink:
         whole call instead of one closure per record)."""
         report = self._reporter(topic, -1, None)
         produce = self._producer.produce
-        epoch = self._epoch
+        unreported = self._unreported
         for key, value in zip(keys, values, strict=True):
             while True:
                 try:
@@ -79,8 +79,7 @@ class AckedSink:
                     break
                 except BufferError:
                     self._producer.poll(0.05)
-            self._pending += 1
-            self._open[epoch] += 1
+            unreported[0] += 1
 
     def _reporter(
         self, topic: str, partition: int, record: _Record | None
@@ -89,18 +88,12 @@ class AckedSink:
         its acknowledged offsets are tracked in :attr:`positions`). A failed record is
         queued for re-sending: ``record``, or (None) rebuilt from the message."""
         generation = self._generation
-        epoch = self._epoch
-        open_epochs = self._open
+        unreported = self._unreported
 
         def report(err: KafkaError | None, msg: Message) -> None:
             if generation != self._generation:
                 return  # discarded with its aborted transaction
-            self._pending -= 1
-            left = open_epochs[epoch] - 1
-            if left or epoch == self._epoch:
-                open_epochs[epoch] = left
-            else:
-                del open_epochs[epoch]
+            unreported[0] -= 1
             if err is None:
                 if partition >= 0:
                     offset = msg.offset()
@@ -117,10 +110,9 @@ class AckedSink:
         """End the current epoch and return it: :meth:`acked_through` of it tells when every
         record sent so far has been acknowledged, without waiting for later ones."""
         done = self._epoch
-        if self._open[done] == 0:
-            del self._open[done]
-        self._epoch = done + 1
-        self._open[self._epoch] = 0
+        if self._unreported[0]:
+            self._marked[done] = self._unreported
+        self._epoch, self._unreported = done + 1, [0]
         return done
 
     def acked_through(self, epoch: int) -> bool:
@@ -129,7 +121,11 @@ class AckedSink:
         A failed record counts as unacknowledged until :meth:`wait_acked` delivers it."""
         if self._failed:
             return False
-        return all(e > epoch for e in self._open if self._open[e])
+        for done in [e for e, count in self._marked.items() if count[0] == 0]:
+            del self._marked[done]
+        if epoch >= self._epoch and self._unreported[0]:
+            return False
+        return all(e > epoch for e in self._marked)
 
     def has_failed(self) -> bool:
         """Whether a record's delivery failed and awaits re-sending (by :meth:`wait_acked`)."""
@@ -153,20 +149,24 @@ class AckedSink:
         backoff_s = 0.1
         while True:
             self._producer.flush(1.0)
-            if self._pending == 0 and not self._failed:
+            pending = self._pending()
+            if pending == 0 and not self._failed:
                 return True
             if should_give_up():
                 return False
-            if self._pending == 0 and self._failed:
+            if pending == 0 and self._failed:
                 retry, self._failed = self._failed, []
                 time.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
                 for topic, key, value, headers, partition in retry:
                     self.send(topic, key, value, headers, partition)
 
+    def _pending(self) -> int:
+        """Records sent and not yet reported, in all epochs."""
+        return self._unreported[0] + sum(count[0] for count in self._marked.values())
+
     def discard(self) -> None:
         """Forget failed and pending records (their transaction was aborted)."""
         self._failed = []
-        self._pending = 0
         self._generation += 1
-        self._open = {self._epoch: 0}
+        self._unreported, self._marked = [0], {}
