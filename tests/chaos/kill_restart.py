@@ -129,6 +129,11 @@ def replay(
                 break
             lives[-1].kill()
             lives.append(Daemon(config, workdir / f"daemon-{len(lives)}.log"))
+        if kill_every_s is not None:
+            # The killed life's last offset commit (asynchronous) may land just after the
+            # check above: let the new life start before stopping it, so it exits cleanly
+            # rather than dying of the signal before its handlers are installed.
+            wait_until_ready(lives[-1], timeout_s=120)
     finally:
         code = lives[-1].stop()
     if code != 0:
