@@ -31,6 +31,7 @@ __all__ = [
     "LocalBroker",
     "default_home",
     "ensure_jars",
+    "new_cluster_id",
     "restart_broker",
     "running_broker",
     "start_broker",
@@ -146,6 +147,19 @@ def running_broker(workdir: Path) -> LocalBroker | None:
     return LocalBroker(bootstrap_file.read_text().strip(), pid, workdir)
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid()``, it never starts with ``-``: an id such as
+    ``-Xy...`` would be read as an option by ``kafka-storage format`` (one id in 64 did,
+    and CI failed on one).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def start_broker(
     workdir: Path, home: Path | None = None, heap_mb: int = 1024, timeout_s: float = 90.0
 ) -> LocalBroker:
@@ -172,7 +186,7 @@ def start_broker(
     log4j = workdir / "log4j2.yaml"
     log4j.write_text(_LOG4J2_YAML)
     classpath = f"{libs}/*"
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     formatted = subprocess.run(
         [
             java,
@@ -180,8 +194,7 @@ def start_broker(
             classpath,
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            f"--cluster-id={cluster_id}",
             "-c",
             str(properties),
         ],
