@@ -51,6 +51,12 @@ CHUNKS_PER_THREAD = 4
 #: parallel region waits for its slowest thread, which on a busy machine may be waiting
 #: for a core (latency), while a small batch gains little from a second one.
 MIN_CHUNK_POINTS = 1024
+#: Rows (series) above which a work unit is split, whatever its points. A unit's per-column
+#: buffers grow with its rows (the gate products alone are 2 x rows x 3 x hidden floats);
+#: beyond a few hundred rows they no longer fit in a core's L2 cache and a point costs about
+#: twice as much: a batch of one point for each of 1,000 series took 2.5 ms in one unit and
+#: ~1 ms in units of 200 rows (hidden 64).
+MAX_CHUNK_ROWS = 256
 
 _CALIBRATOR_COLUMNS: dict[type, tuple[int, tuple[str, ...]]] = {
     LikelihoodCalibrator: (CAL_LIKELIHOOD, ("lik_short", "lik_mean", "lik_var", "lik_count")),
@@ -159,9 +165,11 @@ class FusedStepper:
 
     def _chunks(self, lengths: IntArray) -> IntArray:
         """Row boundaries of the parallel work units: ``CHUNKS_PER_THREAD`` per thread, of
-        about equal points each (rows are whole series), never below ``MIN_CHUNK_POINTS``."""
+        about equal points each (rows are whole series), never below ``MIN_CHUNK_POINTS``
+        and at least one per ``MAX_CHUNK_ROWS`` rows (about that many each)."""
         total = int(lengths.sum())
         count = min(self.threads * CHUNKS_PER_THREAD, max(1, total // MIN_CHUNK_POINTS))
+        count = max(count, -(-len(lengths) // MAX_CHUNK_ROWS))
         if count <= 1:
             return np.array([0, len(lengths)], dtype=np.int64)
         ends = np.cumsum(lengths)

@@ -19,6 +19,7 @@ from streamrnn.config import Settings
 from streamrnn.decode import DecodedMessage
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
+from streamrnn.engine.fused import MAX_CHUNK_ROWS
 from streamrnn.engine.kernel import _tanh, log_ndtr
 
 T0 = 1_700_000_000.0
@@ -159,9 +160,13 @@ def test_rational_tanh_is_within_float32_noise() -> None:
     np.testing.assert_allclose(approx, np.tanh(x[::97].astype(np.float64)), atol=4e-7)
 
 
-def test_a_series_forecasts_do_not_depend_on_the_other_series_of_its_batches() -> None:
+@pytest.mark.parametrize("most_others", [40, 700])
+def test_a_series_forecasts_do_not_depend_on_the_other_series_of_its_batches(
+    most_others: int,
+) -> None:
     """A restart replays the same points in other batches: a series' results must be
-    bit-identical whether it is stepped alone (one-row matrix products) or with others."""
+    bit-identical whether it is stepped alone (one-row matrix products) or with others
+    (700: batches split into work units of at most ``MAX_CHUNK_ROWS`` rows)."""
     alone = build_engine(Settings())
     crowded = build_engine(Settings())
     rng = np.random.default_rng(11)
@@ -173,8 +178,21 @@ def test_a_series_forecasts_do_not_depend_on_the_other_series_of_its_batches() -
         mine_alone.append(alone.process([window]).forecast)
         others = [
             DecodedMessage(f"other{k}", [float(ts[i]) + k], [float(k + rng.normal())], None)
-            for k in range(int(rng.integers(1, 40)))
+            for k in range(int(rng.integers(1, most_others)))
         ]
         result = crowded.process([*others, window])
         mine_crowded.append(result.forecast[result.message_index == len(others)])
     np.testing.assert_array_equal(np.concatenate(mine_alone), np.concatenate(mine_crowded))
+
+
+def test_work_units_hold_at_most_max_chunk_rows_series() -> None:
+    """Single points of many series are split by rows (cache-sized buffers), few series
+    with many points by points, and a small batch stays one unit."""
+    stepper = build_engine(Settings())._fused
+    assert stepper is not None
+    one_each = stepper._chunks(np.ones(1000, dtype=np.int64))
+    assert np.diff(one_each).max() <= MAX_CHUNK_ROWS
+    assert one_each[0] == 0 and one_each[-1] == 1000
+    windows = stepper._chunks(np.full(100, 64, dtype=np.int64))
+    assert len(windows) - 1 == min(stepper.threads * 4, 6400 // 1024)
+    assert stepper._chunks(np.ones(200, dtype=np.int64)).tolist() == [0, 200]
