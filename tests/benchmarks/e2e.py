@@ -531,6 +531,7 @@ class Bench:
         seen: set[tuple[int, float]] = set()
         latencies = []
         in_daemon = []  # input produce() → the daemon's produce() of the forecast (CreateTime)
+        offered_at = []  # the input's produce() time, seconds since the load began
         for at, series, ts, created in zip(
             received.at.tolist(),
             received.series.tolist(),
@@ -546,6 +547,7 @@ class Bench:
             if produced_at >= start + WARMUP_S:
                 latencies.append(at - produced_at)
                 in_daemon.append(created - produced_at)
+                offered_at.append(produced_at - start)
         offered = len(sent_at) / max(1e-9, float(sent.at.max()) - start)
         if not latencies:
             print("no forecast records measured")
@@ -566,6 +568,7 @@ class Bench:
             f" p50 {d50:.1f} ms, p99 {d99:.1f} ms; the rest is the output linger, the broker"
             " and the subscriber"
         )
+        print_tail_by_second(np.array(offered_at), ms)
         batch_ms = (stopped.get("batch_ms") or {}).get("idle")
         print(
             f"  the daemon's batches during the load: {stopped.get('batches', 0):,} batches"
@@ -736,6 +739,16 @@ def metric_value(daemon: Daemon, metric: str) -> float | None:
 def last_event(daemon: Daemon, name: str) -> dict[str, Any] | None:
     found = events(daemon, name)
     return found[-1] if found else None
+
+
+def print_tail_by_second(offered_s: np.ndarray, ms: np.ndarray) -> None:
+    """Each second of the load's p99 latency (ms), by the second its input was produced:
+    tells a few spikes (a stall somewhere) from a level raised throughout (a backlog)."""
+    second = offered_s.astype(np.int64)
+    cells = []
+    for s in np.unique(second).tolist():
+        cells.append(f"{s}:{float(np.percentile(ms[second == s], 99)):.0f}")
+    print("  p99 (ms) per second of the load: " + " ".join(cells))
 
 
 def print_profile(profile: Any) -> None:
