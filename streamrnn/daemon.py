@@ -606,54 +606,55 @@ def _produce_forecasts(
     """One forecast record per point (the fields of :class:`ForecastRecord`, in its order:
     ``tests/unit/test_forecast_records.py`` keeps the two equal), built from whole arrays.
     This runs for every point, so per-point work is one dict and one ``orjson.dumps``
-    (building the frozen dataclass instead costs three times as much)."""
+    (building the frozen dataclass instead costs three times as much). orjson writes NaN
+    and infinities as null, so a point without a forecast gets null bounds with no test
+    per point."""
     n = len(batch)
     if n == 0:
         return
     forecast = batch.forecast
-    finite = np.isfinite(forecast)
-    lower = (forecast - Z95 * batch.spread).tolist()
-    upper = (forecast + Z95 * batch.spread).tolist()
-    versions = [g.version for g in engine.groups]
-    horizons = _horizon_by_slot(batch)
-    # The k-step forecast rides on the record of each series' last point in the batch.
-    last_of_slot = {int(slot): i for i, slot in enumerate(batch.slot.tolist())} if horizons else {}
+    half_width = Z95 * batch.spread
     series = [decoded[m].series for m in batch.message_index.tolist()]
-    keys = [name.encode() for name in series]
-    values = []
+    versions = [g.version for g in engine.groups]
+    version_of = (
+        [versions[g] for g in batch.group.tolist()] if len(versions) > 1 else [versions[0]] * n
+    )
+    # The k-step forecast rides on the record of each series' last point in the batch.
+    horizon_of: list[list[HorizonPoint] | None] = [None] * n
+    horizons = _horizon_by_slot(batch)
+    if horizons:
+        last_of_slot = {int(slot): i for i, slot in enumerate(batch.slot.tolist())}
+        for slot, points in horizons.items():
+            horizon_of[last_of_slot[slot]] = points
     dumps = orjson.dumps
-    for i, (name, ts, value, fc, ok, lo, up, score, group, slot) in enumerate(
-        zip(
+    values = [
+        dumps(
+            {
+                "series": name,
+                "ts": ts,
+                "value": value,
+                "forecast": fc,
+                "lower": lo,
+                "upper": up,
+                "score": score,
+                "model_version": version,
+                "horizon": horizon,
+            }
+        )
+        for name, ts, value, fc, lo, up, score, version, horizon in zip(
             series,
             batch.ts.tolist(),
             batch.value.tolist(),
             forecast.tolist(),
-            finite.tolist(),
-            lower,
-            upper,
+            (forecast - half_width).tolist(),
+            (forecast + half_width).tolist(),
             batch.score.tolist(),
-            batch.group.tolist(),
-            batch.slot.tolist(),
+            version_of,
+            horizon_of,
             strict=True,
         )
-    ):
-        horizon = horizons.get(slot) if horizons and last_of_slot[slot] == i else None
-        values.append(
-            dumps(
-                {
-                    "series": name,
-                    "ts": ts,
-                    "value": value,
-                    "forecast": fc if ok else None,
-                    "lower": lo if ok else None,
-                    "upper": up if ok else None,
-                    "score": score,
-                    "model_version": versions[group],
-                    "horizon": horizon,
-                }
-            )
-        )
-    sink.send_many(topic, keys, values)
+    ]
+    sink.send_many(topic, [name.encode() for name in series], values)
 
 
 def _horizon_by_slot(batch: EngineBatchResult) -> dict[int, list[HorizonPoint]]:

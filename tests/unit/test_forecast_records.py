@@ -59,3 +59,5 @@ def test_forecast_records_match_the_documented_record() -> None:
             horizons += 1
             assert [list(h) for h in doc["horizon"]] == [["ts", "forecast", "lower", "upper"]] * 2
     assert horizons == 3  # on each series' last point of the batch
+    # A series' first point has no forecast: null forecast and bounds (orjson's NaN).
+    assert sum(orjson.loads(v)["lower"] is None for _, _, v in sink.records) == 3
