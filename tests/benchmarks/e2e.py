@@ -30,11 +30,13 @@ daemon and the broker it started are stopped however the run ends.
    first batch's work before its first record). The ``profile_s`` of the daemon's
    ``stopped`` line (seconds per stage), when the build has it, is printed with each
    stage's share.
-3. **Latency.** A fresh daemon on a new topic, offered half the measured single-point
-   maximum (round-robin over ``--series`` series, 10 ms slices) for ``--latency-seconds``,
-   while a thread reads the forecast topic. Latency of a record = the wall-clock time the
-   subscriber got it − the wall-clock time its input message was handed to produce()
-   (input producer linger 5 ms included); the first 5 s are warm-up and not counted.
+3. **Latency.** Once the machine is quiet again (``os.sync()``, then until it is less than
+   a quarter of a core busy, at most 90 s), a fresh daemon on a new topic, offered half the
+   measured single-point maximum (round-robin over ``--series`` series, 10 ms slices) for
+   ``--latency-seconds`` by a load process, while a subscriber process reads the forecast
+   topic. Latency of a record = the wall-clock time the subscriber got it − the wall-clock
+   time its input message was handed to produce() (input producer linger 5 ms included);
+   the first 5 s are warm-up and not counted. Each second's p99 is printed too.
 4. **Memory and restore** (``--skip-memory`` skips it). A fresh daemon, ready (its
    ``partitions assigned`` line), VmRSS read; one point for each of 100,000 series, then a
    second one for each; once all are committed VmRSS is read again: (after − before) /
@@ -492,6 +494,7 @@ class Bench:
             print("no daemon maximum measured: skipped")
             self.rows.append(Row("latency p99", f"< {TARGET_P99_MS:.0f} ms", "n/a", None))
             return
+        settle_machine()
         topic = self.topics("lat-in")[0]
         names = self.names("lat", topic)
         config = self.config("lat", names)
@@ -739,6 +742,28 @@ def metric_value(daemon: Daemon, metric: str) -> float | None:
 def last_event(daemon: Daemon, name: str) -> dict[str, Any] | None:
     found = events(daemon, name)
     return found[-1] if found else None
+
+
+def settle_machine(quiet_cores: float = 0.25, longest_s: float = 90.0) -> None:
+    """Write dirty pages out and wait until the machine is quiet (at most ``longest_s``).
+
+    Part 2 leaves gigabytes of fresh log segments that the kernel writes back, and broker
+    work behind them, for tens of seconds afterwards; a latency load started meanwhile
+    measured that (p99 of 200-750 ms in its first ten seconds, tens of ms after)."""
+    started = time.monotonic()
+    os.sync()
+    busy = float("inf")
+    while time.monotonic() - started < longest_s:
+        before, at = machine_cpu_s(), time.monotonic()
+        time.sleep(1.0)
+        busy = (machine_cpu_s() - before) / (time.monotonic() - at)
+        if busy < quiet_cores:
+            break
+    print(
+        f"machine settled for {time.monotonic() - started:.1f} s (sync, then busy"
+        f" {busy:.2f} cores over the last second)",
+        flush=True,
+    )
 
 
 def print_tail_by_second(offered_s: np.ndarray, ms: np.ndarray) -> None:
