@@ -46,6 +46,7 @@ from streamrnn.config import Settings
 from streamrnn.decode import DecodedMessage, DecodeRules, Rejection, decode_message
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
+from streamrnn.gc_pauses import GcPauses
 from streamrnn.heap_trim import HeapTrimmer
 from streamrnn.http_endpoints import Health, HttpEndpoints
 from streamrnn.kafka.clients import (
@@ -115,6 +116,8 @@ class DaemonStats:
     metrics: DaemonMetrics = field(default_factory=DaemonMetrics)
     #: Seconds per stage of the loop (logged as ``profile_s`` at exit).
     timer: StageTimer = field(default_factory=StageTimer)
+    #: Garbage-collector pauses (they stop the loop inside whatever stage is running).
+    gc_pauses: GcPauses = field(default_factory=GcPauses)
 
     def count_batch(self, messages: int) -> None:
         """A polled batch of ``messages`` messages."""
@@ -155,6 +158,7 @@ class DaemonStats:
                 "idle": _percentiles_ms(self.latency_idle),
                 "training": _percentiles_ms(self.latency_training),
             },
+            **self.gc_pauses.as_log_fields(),
         }
 
 
@@ -353,6 +357,7 @@ def _loop(
 
     exit_code = 0
     _tune_garbage_collector()
+    stats.gc_pauses.install()
     checkpointer.start()
     heap = HeapTrimmer(HEAP_TRIM_INTERVAL_S)
 
@@ -428,6 +433,7 @@ def _loop(
             **stats.as_log_fields(),
             profile_s=stats.timer.rounded(),
         )
+        stats.gc_pauses.uninstall()
     return exit_code
 
 

@@ -577,6 +577,7 @@ class Bench:
             f"  the daemon's batches during the load: {stopped.get('batches', 0):,} batches"
             f" ({stopped.get('messages', 0):,} messages), handling time {batch_ms}"
         )
+        print(f"  the daemon's garbage-collector pauses (its whole life): {stopped.get('gc')}")
         wall = cpu_after[2] - cpu_before[2]
         daemon_cpu = (
             None
