@@ -20,7 +20,7 @@ from streamrnn.decode import DecodedMessage
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
 from streamrnn.engine.fused import MAX_CHUNK_ROWS
-from streamrnn.engine.kernel import _tanh, log_ndtr
+from streamrnn.engine.kernel import _tanh, _time_of, log_ndtr
 
 T0 = 1_700_000_000.0
 SERIES = 40
@@ -196,3 +196,20 @@ def test_work_units_hold_at_most_max_chunk_rows_series() -> None:
     windows = stepper._chunks(np.full(100, 64, dtype=np.int64))
     assert len(windows) - 1 == min(stepper.threads * 4, 6400 // 1024)
     assert stepper._chunks(np.ones(200, dtype=np.int64)).tolist() == [0, 200]
+
+
+def test_time_of_day_and_week_equals_the_float_remainder() -> None:
+    rng = np.random.default_rng(5)
+    day, week = 86_400.0, 604_800.0
+    ts = np.concatenate(
+        [
+            rng.uniform(0.0, 2.5e9, 20_000),
+            np.round(rng.uniform(1.6e9, 1.8e9, 20_000), 3),  # millisecond stamps
+            np.arange(19_000, 19_100) * day,  # midnights
+            np.arange(19_000, 19_100) * day - 0.001,
+            np.arange(2_700, 2_800) * week + 0.001,
+        ]
+    )
+    for t in ts.tolist():
+        assert _time_of(t, day) == t % day, t
+        assert _time_of(t, week) == t % week, t
