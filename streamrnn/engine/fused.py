@@ -223,6 +223,11 @@ class FusedStepper:
             for name, dtype in _NOVELTY_COLUMNS
         ]
         numba.set_num_threads(self.threads if len(ts) >= 2 * MIN_CHUNK_POINTS else 1)
+        # Work units go to whichever thread is free, one at a time, instead of half of them
+        # to each thread up front: on a busy machine a thread waiting for a core no longer
+        # holds back units the other one could run. Engine alone, 64-point windows, with a
+        # one-core CPU hog: 0.91-0.99 -> 1.00-1.11 M points/s; without it, no change.
+        numba.set_parallel_chunksize(1)
         ts = np.ascontiguousarray(ts, dtype=np.float64)
         values = np.ascontiguousarray(values, dtype=np.float64)
         present = np.unique(groups) if len(groups) else np.zeros(1, dtype=np.int64)
