@@ -54,8 +54,8 @@ MIN_CHUNK_POINTS = 1024
 #: Rows (series) above which a work unit is split, whatever its points. A unit's per-column
 #: buffers grow with its rows (the gate products alone are 2 x rows x 3 x hidden floats);
 #: beyond a few hundred rows they no longer fit in a core's L2 cache and a point costs about
-#: twice as much: a batch of one point for each of 1,000 series took 2.5 ms in one unit and
-#: ~1 ms in units of 200 rows (hidden 64).
+#: twice as much: a batch of one point for each of 1,000 series took 2.5-4.0 ms in one unit
+#: and 1.5-1.9 ms in units of at most 256 rows (hidden 64, engine alone).
 MAX_CHUNK_ROWS = 256
 
 _CALIBRATOR_COLUMNS: dict[type, tuple[int, tuple[str, ...]]] = {

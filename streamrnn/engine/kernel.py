@@ -93,8 +93,8 @@ def _clip(x: float, low: float, high: float) -> float:
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _time_of(t: float, period: float) -> float:
     """``t % period`` for t >= 0 (seconds into the day or week), inlined: numba's float
-    ``%`` calls a C helper that then tests the floating-point exception flags, which was a
-    tenth of the kernel's time on 64-point windows. Exact where ``t / period`` is not
+    ``%`` is a call into a C helper (``numba_fmod``, 1.5 % of perf samples of the engine on
+    64-point windows, three calls a point). Exact where ``t / period`` is not
     within one rounding of a whole number (any timestamp that is not a whole multiple of
     the period to within a microsecond; whole multiples give 0, as ``%`` does)."""
     r = t - math.floor(t / period) * period

@@ -749,8 +749,9 @@ def settle_machine(quiet_cores: float = 0.25, longest_s: float = 90.0) -> None:
     """Write dirty pages out and wait until the machine is quiet (at most ``longest_s``).
 
     Part 2 leaves gigabytes of fresh log segments that the kernel writes back, and broker
-    work behind them, for tens of seconds afterwards; a latency load started meanwhile
-    measured that (p99 of 200-750 ms in its first ten seconds, tens of ms after)."""
+    work behind them; a latency load started right after it had a p99 of 176-749 ms in its
+    first ten seconds and tens of ms after (probably that write-back). Since this wait, the
+    machine has been quiet within about a second: a guard, not the cure of the spikes."""
     started = time.monotonic()
     os.sync()
     busy = float("inf")

@@ -19,7 +19,7 @@ from streamrnn.config import Settings
 from streamrnn.decode import DecodedMessage
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
-from streamrnn.engine.fused import MAX_CHUNK_ROWS
+from streamrnn.engine.fused import CHUNKS_PER_THREAD, MAX_CHUNK_ROWS, MIN_CHUNK_POINTS
 from streamrnn.engine.kernel import _tanh, _time_of, log_ndtr
 
 T0 = 1_700_000_000.0
@@ -194,7 +194,7 @@ def test_work_units_hold_at_most_max_chunk_rows_series() -> None:
     assert np.diff(one_each).max() <= MAX_CHUNK_ROWS
     assert one_each[0] == 0 and one_each[-1] == 1000
     windows = stepper._chunks(np.full(100, 64, dtype=np.int64))
-    assert len(windows) - 1 == min(stepper.threads * 4, 6400 // 1024)
+    assert len(windows) - 1 == min(stepper.threads * CHUNKS_PER_THREAD, 6400 // MIN_CHUNK_POINTS)
     assert stepper._chunks(np.ones(200, dtype=np.int64)).tolist() == [0, 200]
 
 
