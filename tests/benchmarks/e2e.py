@@ -512,9 +512,16 @@ class Bench:
                 " own) ...",
                 flush=True,
             )
-            cpu_before = (machine_cpu_s(), process_cpu_s(daemon.proc.pid), time.monotonic())
+            cpu_before: tuple[float, float | None, float] = (0.0, None, 0.0)
+
+            def load_started() -> None:
+                nonlocal cpu_before
+                cpu_before = (machine_cpu_s(), process_cpu_s(daemon.proc.pid), time.monotonic())
+
             try:
-                sent = clients.offer(args.series, rate, args.latency_seconds, daemon.alive)
+                sent = clients.offer(
+                    args.series, rate, args.latency_seconds, daemon.alive, load_started
+                )
             except RuntimeError as exc:
                 raise BenchError(str(exc)) from exc
             cpu_after = (machine_cpu_s(), process_cpu_s(daemon.proc.pid), time.monotonic())

@@ -1,0 +1,43 @@
+"""Fast checks of the latency test's message encoding and record decoding (no broker)."""
+
+from __future__ import annotations
+
+import array
+
+import orjson
+
+from streamrnn.records import ForecastRecord
+from tests.benchmarks.e2e_latency import _decode_forecasts, _encode_points
+
+
+def test_points_are_encoded_as_separate_json_messages() -> None:
+    names = ["lat.00000", "lat.00001"]
+    series, ts, values = (
+        [0, 1, 0],
+        [1_700_000_000.125, 1_700_000_000.5, 1_700_000_001.0],
+        [
+            12.5,
+            -0.0001,
+            1e6,
+        ],
+    )
+    docs = _encode_points(names, series, ts, values)
+    assert docs == [
+        orjson.dumps({"series": names[s], "ts": t, "value": v})
+        for s, t, v in zip(series, ts, values, strict=True)
+    ]
+    assert all(type(doc) is bytes for doc in docs)  # what Producer.produce() accepts
+
+
+def test_forecast_records_kept_end_to_end_decode_to_series_and_ts() -> None:
+    records = [
+        ForecastRecord("lat.00007", 1_700_000_000.123, 5.0, None, None, None, 0.0, "v1"),
+        ForecastRecord("lat.00123", 1_700_000_001.5, 5.0, 4.9, 4.0, 5.8, 0.3, "v1"),
+    ]
+    values, ends = bytearray(), array.array("q")
+    for record in records:
+        values.extend(record.encode())
+        ends.append(len(values))
+    series, ts = _decode_forecasts(values, ends, len("lat."))
+    assert series.tolist() == [7, 123]
+    assert ts.tolist() == [1_700_000_000.123, 1_700_000_001.5]
