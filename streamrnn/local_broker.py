@@ -252,6 +252,10 @@ def _launch(
             "-XX:InitiatingHeapOccupancyPercent=35",
             "-XX:+ExplicitGCInvokesConcurrent",
             "-Djava.awt.headless=true",
+            # and its GC log (kafka-run-class.sh, KAFKA_GC_LOG_OPTS): pauses by wall-clock
+            # time, to match against a client's latency
+            f"-Xlog:gc*:file={workdir / 'logs' / 'kafkaServer-gc.log'}:time,tags"
+            ":filecount=10,filesize=100M",
             f"-Dkafka.logs.dir={workdir / 'logs'}",
             f"-Dlog4j2.configurationFile={log4j}",
             "-cp",

@@ -66,6 +66,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -578,7 +579,7 @@ class Bench:
             f" p50 {d50:.1f} ms, p99 {d99:.1f} ms; the rest is the output linger, the broker"
             " and the subscriber"
         )
-        print_tail_by_second(np.array(offered_at), ms)
+        print_tail_by_second(np.array(offered_at), ms, start)
         batch_ms = (stopped.get("batch_ms") or {}).get("idle")
         print(
             f"  the daemon's batches during the load: {stopped.get('batches', 0):,} batches"
@@ -775,14 +776,17 @@ def settle_machine(quiet_cores: float = 0.25, longest_s: float = 90.0) -> None:
     )
 
 
-def print_tail_by_second(offered_s: np.ndarray, ms: np.ndarray) -> None:
+def print_tail_by_second(offered_s: np.ndarray, ms: np.ndarray, start: float) -> None:
     """Each second of the load's p99 latency (ms), by the second its input was produced:
-    tells a few spikes (a stall somewhere) from a level raised throughout (a backlog)."""
+    tells a few spikes (a stall somewhere) from a level raised throughout (a backlog).
+    ``start`` (epoch seconds) is second 0, printed as UTC time to match against the logs
+    of the broker (its GC log) and the daemon."""
     second = offered_s.astype(np.int64)
     cells = []
     for s in np.unique(second).tolist():
         cells.append(f"{s}:{float(np.percentile(ms[second == s], 99)):.0f}")
-    print("  p99 (ms) per second of the load: " + " ".join(cells))
+    zero = datetime.fromtimestamp(start, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+    print(f"  p99 (ms) per second of the load (second 0 = {zero} UTC): " + " ".join(cells))
 
 
 def print_profile(profile: Any) -> None:
