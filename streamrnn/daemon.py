@@ -43,7 +43,7 @@ from prometheus_client import Counter as PromCounter
 
 from streamrnn.checkpoint import Checkpointer
 from streamrnn.config import Settings
-from streamrnn.decode import DecodedMessage, DecodeRules, Rejection, decode_message
+from streamrnn.decode import DecodedMessage, DecodeRules, Rejection, decode_messages
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
 from streamrnn.gc_pauses import GcPauses
@@ -521,8 +521,8 @@ def _handle_batch(
     dead_letter = settings.topics.dead_letter
     timer = stats.timer
     started = time.perf_counter()
-    for msg in messages:
-        result = decode_message(msg.value(), rules)
+    results = decode_messages([msg.value() for msg in messages], rules)
+    for msg, result in zip(messages, results, strict=True):
         if isinstance(result, Rejection):
             _reject(result, msg, stats, sink, dead_letter)
         else:

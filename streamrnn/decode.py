@@ -20,14 +20,22 @@ module knows nothing of Kafka or torch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, cast
 
 import msgspec
 import orjson
 
-__all__ = ["DecodeRules", "DecodedMessage", "Rejection", "decode_message", "parse_timestamp"]
+__all__ = [
+    "DecodeRules",
+    "DecodedMessage",
+    "Rejection",
+    "decode_message",
+    "decode_messages",
+    "parse_timestamp",
+]
 
 
 class DecodedMessage(NamedTuple):
@@ -100,6 +108,11 @@ class _FlatWindow(msgspec.Struct, forbid_unknown_fields=True):
 
 _POINT = msgspec.json.Decoder(_FlatPoint)
 _WINDOW = msgspec.json.Decoder(_FlatWindow)
+_POINTS = msgspec.json.Decoder(list[_FlatPoint])
+
+#: Between two messages when a batch is decoded as one JSON array. JSON strings cannot
+#: hold a raw newline, so no string can run from one message into the next.
+_JOIN = b",\n"
 
 #: The top-level keys of the input schema.
 KNOWN_FIELDS = frozenset({"series", "ts", "value", "points", "labels"})
@@ -134,6 +147,62 @@ def decode_message(raw: bytes | None, rules: DecodeRules | int) -> DecodedMessag
             decoded.series,
         )
     return decoded
+
+
+def decode_messages(
+    raws: Sequence[bytes | None], rules: DecodeRules
+) -> list[DecodedMessage | Rejection]:
+    """``[decode_message(raw, rules) for raw in raws]``, in one msgspec call when every
+    message is a plain single point (the common batch), else message by message.
+
+    The batch is decoded as the JSON array ``[m1,\\n m2, ...]``. Its elements are
+    exactly the messages when each message starts with ``{`` and ends with ``}`` and there
+    are as many elements as messages: no string spans a boundary (the raw newline), a
+    ``{`` after the separator's comma can only start an element (a point has no field whose
+    value is an array, and an object key must be a string), so each message starts one
+    element, and equal counts leave no room for a message holding two or none. Anything
+    else (a window, a timestamp out of bounds, any error) decodes message by message, which
+    also says exactly what is wrong. Saves ~0.5 µs of ~2 µs a message.
+    """
+    if not raws:
+        return []
+    points = _decode_points(raws, rules)
+    if points is None:
+        return [decode_message(raw, rules) for raw in raws]
+    return points
+
+
+def _decode_points(
+    raws: Sequence[bytes | None], rules: DecodeRules
+) -> list[DecodedMessage | Rejection] | None:
+    """The bulk path of :func:`decode_messages`; None when the batch does not qualify."""
+    if None in raws:
+        return None
+    messages = cast(Sequence[bytes], raws)  # no None: tested above
+    if max(map(len, messages)) > rules.max_bytes:
+        return None
+    if not all(m[:1] == b"{" and m[-1:] == b"}" for m in messages):
+        return None
+    joined = _JOIN.join(messages)
+    if b'"points"' in joined:
+        return None
+    try:
+        points = _POINTS.decode(b"[" + joined + b"]")
+    except msgspec.DecodeError:
+        return None
+    if len(points) != len(messages):
+        return None
+    latest, earliest = rules.latest, rules.earliest
+    out: list[DecodedMessage | Rejection] = [
+        DecodedMessage(p.series, [p.ts], [p.value], p.labels) for p in points
+    ]
+    if latest is not None or earliest is not None:
+        hi = math.inf if latest is None else latest
+        lo = -math.inf if earliest is None else earliest
+        for i, p in enumerate(points):
+            if not lo <= p.ts <= hi:
+                out[i] = decode_message(messages[i], rules)  # says which bound, exactly
+    return out
 
 
 def _decode(raw: bytes | None, rules: DecodeRules) -> DecodedMessage | Rejection:
