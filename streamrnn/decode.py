@@ -192,17 +192,14 @@ def _decode_points(
         return None
     if len(points) != len(messages):
         return None
-    latest, earliest = rules.latest, rules.earliest
-    out: list[DecodedMessage | Rejection] = [
-        DecodedMessage(p.series, [p.ts], [p.value], p.labels) for p in points
+    lo = -math.inf if rules.earliest is None else rules.earliest
+    hi = math.inf if rules.latest is None else rules.latest
+    return [
+        DecodedMessage(p.series, [p.ts], [p.value], p.labels)
+        if lo <= p.ts <= hi
+        else decode_message(raw, rules)  # says which bound, exactly
+        for p, raw in zip(points, messages, strict=True)
     ]
-    if latest is not None or earliest is not None:
-        hi = math.inf if latest is None else latest
-        lo = -math.inf if earliest is None else earliest
-        for i, p in enumerate(points):
-            if not lo <= p.ts <= hi:
-                out[i] = decode_message(messages[i], rules)  # says which bound, exactly
-    return out
 
 
 def _decode(raw: bytes | None, rules: DecodeRules) -> DecodedMessage | Rejection:

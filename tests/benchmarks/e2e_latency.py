@@ -12,7 +12,6 @@ every process on the machine shares).
 from __future__ import annotations
 
 import array
-import itertools
 import multiprocessing
 import multiprocessing.synchronize
 import os
@@ -27,6 +26,8 @@ from typing import Any
 import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
+
+from tests.benchmarks.e2e_load import Stream, encode_points
 
 __all__ = ["LatencyClients", "Received", "Sent", "machine_cpu_s", "process_cpu_s"]
 
@@ -294,7 +295,6 @@ def _offer(
         }
     )
     names = [f"{prefix}.{s:05d}" for s in range(series)]
-    keys = [n.encode() for n in names]
     rng = np.random.default_rng(1)
     level = rng.uniform(10.0, 1000.0, series)
     phase = rng.uniform(0.0, 2 * np.pi, series)
@@ -308,8 +308,7 @@ def _offer(
     s_of, i_of = index % series, index // series
     ts_of = np.round(t0 + i_of * step, 3)
     value_of = np.round(level[s_of] * (1 + 0.2 * np.sin(phase[s_of] + i_of / 20)), 4)
-    docs = _encode_points(names, s_of.tolist(), ts_of.tolist(), value_of.tolist())
-    doc_keys = [keys[s] for s in s_of.tolist()]
+    doc_keys, docs = encode_points(Stream(names, s_of, ts_of, value_of))
     now, produce = time.time, producer.produce
     cpu_at_start = _own_cpu_s()
     load_started.set()
@@ -338,25 +337,6 @@ def _offer(
         at=sent_at[:sent],
         cpu_s=np.array(_own_cpu_s() - cpu_at_start),
     )
-
-
-def _encode_points(
-    names: list[str], series: list[int], ts: list[float], values: list[float]
-) -> list[bytes]:
-    """One JSON point message per (series number, timestamp, value).
-
-    Encoded end to end into one buffer, then cut into messages: millions of ``dumps()``
-    results kept in a list each took a fresh page of memory (a minor page fault per
-    message, ~6 µs of system time each here: 17 s for 1.65 million messages), while
-    slices of one buffer are small objects from Python's own pools.
-    """
-    buffer, ends, dumps = bytearray(), [0], orjson.dumps
-    for s, t, v in zip(series, ts, values, strict=True):
-        buffer += dumps({"series": names[s], "ts": t, "value": v})
-        ends.append(len(buffer))
-    whole = bytes(buffer)
-    del buffer
-    return [whole[a:b] for a, b in itertools.pairwise(ends)]
 
 
 def _own_cpu_s() -> float:

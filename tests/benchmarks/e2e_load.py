@@ -92,16 +92,23 @@ def make_stream(points: int, series: int, seed: int = 0, prefix: str = "e2e") ->
 
 
 def encode_points(stream: Stream) -> tuple[list[bytes], list[bytes]]:
-    """(keys, values) of one single-point message per point, in stream order."""
+    """(keys, values) of one single-point message per point, in stream order.
+
+    Encoded end to end into one buffer, then cut into messages: millions of ``dumps()``
+    results kept in a list each took a fresh page of memory (a minor page fault per
+    message, ~6 µs of system time each here: 17 s for 1.65 million messages), while
+    slices of one buffer are small objects from Python's own pools.
+    """
     names = [n.encode() for n in stream.names]
     sids = stream.sid.tolist()
     keys = [names[s] for s in sids]
-    dumps = orjson.dumps
-    values = [
-        dumps({"series": stream.names[s], "ts": t, "value": v})
-        for s, t, v in zip(sids, stream.ts.tolist(), stream.value.tolist(), strict=True)
-    ]
-    return keys, values
+    buffer, ends, dumps = bytearray(), [0], orjson.dumps
+    for s, t, v in zip(sids, stream.ts.tolist(), stream.value.tolist(), strict=True):
+        buffer += dumps({"series": stream.names[s], "ts": t, "value": v})
+        ends.append(len(buffer))
+    whole = bytes(buffer)
+    del buffer
+    return keys, [whole[a:b] for a, b in itertools.pairwise(ends)]
 
 
 def encode_windows(stream: Stream) -> tuple[list[bytes], list[bytes], list[int]]:

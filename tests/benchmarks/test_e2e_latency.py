@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import array
 
+import numpy as np
 import orjson
 
 from streamrnn.records import ForecastRecord
-from tests.benchmarks.e2e_latency import _decode_forecasts, _encode_points
+from tests.benchmarks.e2e_latency import _decode_forecasts
+from tests.benchmarks.e2e_load import Stream, encode_points
 
 
 def test_points_are_encoded_as_separate_json_messages() -> None:
@@ -21,7 +23,8 @@ def test_points_are_encoded_as_separate_json_messages() -> None:
             1e6,
         ],
     )
-    docs = _encode_points(names, series, ts, values)
+    keys, docs = encode_points(Stream(names, np.array(series), np.array(ts), np.array(values)))
+    assert keys == [names[s].encode() for s in series]
     assert docs == [
         orjson.dumps({"series": names[s], "ts": t, "value": v})
         for s, t, v in zip(series, ts, values, strict=True)
