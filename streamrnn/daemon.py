@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter as PromCounter
@@ -65,9 +64,11 @@ from streamrnn.metrics import DaemonMetrics
 from streamrnn.records import (
     Z95,
     AlertRecord,
+    ForecastRecord,
     HorizonPoint,
     SourcePosition,
     alert_id,
+    encode_forecasts,
     iso_time,
 )
 from streamrnn.retrain.controller import RetrainController
@@ -609,12 +610,10 @@ def _produce_forecasts(
     batch: EngineBatchResult,
     decoded: Sequence[DecodedMessage],
 ) -> None:
-    """One forecast record per point (the fields of :class:`ForecastRecord`, in its order:
-    ``tests/unit/test_forecast_records.py`` keeps the two equal), built from whole arrays.
-    This runs for every point, so per-point work is one dict and one ``orjson.dumps``
-    (building the frozen dataclass instead costs three times as much). orjson writes NaN
-    and infinities as null, so a point without a forecast gets null bounds with no test
-    per point."""
+    """One forecast record per point, built from whole arrays and encoded in one call
+    (:func:`encode_forecasts`): this runs for every point. The encoder writes NaN and
+    infinities as null, so a point without a forecast gets null bounds with no test per
+    point."""
     n = len(batch)
     if n == 0:
         return
@@ -632,22 +631,9 @@ def _produce_forecasts(
         last_of_slot = {int(slot): i for i, slot in enumerate(batch.slot.tolist())}
         for slot, points in horizons.items():
             horizon_of[last_of_slot[slot]] = points
-    dumps = orjson.dumps
-    values = [
-        dumps(
-            {
-                "series": name,
-                "ts": ts,
-                "value": value,
-                "forecast": fc,
-                "lower": lo,
-                "upper": up,
-                "score": score,
-                "model_version": version,
-                "horizon": horizon,
-            }
-        )
-        for name, ts, value, fc, lo, up, score, version, horizon in zip(
+    records = list(
+        map(
+            ForecastRecord,
             series,
             batch.ts.tolist(),
             batch.value.tolist(),
@@ -657,9 +643,9 @@ def _produce_forecasts(
             batch.score.tolist(),
             version_of,
             horizon_of,
-            strict=True,
         )
-    ]
+    )
+    values = encode_forecasts(records)
     sink.send_many(topic, [name.encode() for name in series], values)
 
 

@@ -8,7 +8,15 @@ import math
 import orjson
 import pytest
 
-from streamrnn.records import AlertRecord, ForecastRecord, SourcePosition, alert_id, iso_time
+from streamrnn.records import (
+    AlertRecord,
+    ForecastRecord,
+    HorizonPoint,
+    SourcePosition,
+    alert_id,
+    encode_forecasts,
+    iso_time,
+)
 
 TS = 1_700_000_000.25
 
@@ -113,3 +121,33 @@ def test_encoded_records_never_contain_nan_tokens() -> None:
     raw = dataclasses.replace(_alert(), spread=math.nan).encode()
     assert b"NaN" not in raw
     assert orjson.loads(raw)["spread"] is None
+
+
+def test_encode_forecasts_equals_encoding_each_record() -> None:
+    """One encoder call for a batch gives each record's own bytes, whatever its strings hold
+    (a raw newline would split a record in two; JSON escapes it)."""
+    horizon = [HorizonPoint(ts=TS + 60, forecast=1.5, lower=math.nan, upper=math.inf)]
+    names = ["a", "line\nbreak", 'quote"}\n{"x', "back\\slash\n", "ünï\u2028code", "", "\r\n"]
+    records = [
+        ForecastRecord(
+            series=name,
+            ts=TS + i,
+            value=float(i),
+            forecast=math.nan if i % 2 else 0.5,
+            lower=-math.inf,
+            upper=None,
+            score=0.25 * i,
+            model_version=f"m\n{i}",
+            horizon=horizon if i % 3 == 0 else None,
+        )
+        for i, name in enumerate(names)
+    ]
+    encoded = encode_forecasts(records)
+    assert encoded == [record.encode() for record in records]
+    assert [orjson.loads(raw)["series"] for raw in encoded] == names
+    first = orjson.loads(encoded[1])
+    assert first["forecast"] is None and first["lower"] is None  # NaN and -inf: null
+    assert orjson.loads(encoded[0])["horizon"] == [
+        {"ts": TS + 60, "forecast": 1.5, "lower": None, "upper": None}
+    ]
+    assert encode_forecasts([]) == []
