@@ -35,8 +35,13 @@ daemon and the broker it started are stopped however the run ends.
    measured single-point maximum (round-robin over ``--series`` series, 10 ms slices) for
    ``--latency-seconds`` by a load process, while a subscriber process reads the forecast
    topic. Latency of a record = the wall-clock time the subscriber got it − the wall-clock
-   time its input message was handed to produce() (input producer linger 5 ms included);
-   the first 5 s are warm-up and not counted. Each second's p99 is printed too.
+   time its input message was handed to produce() (input producer linger 5 ms included).
+   The load runs ``--latency-warmup-seconds`` (30) before the ``--latency-seconds`` (30)
+   that are measured: on a broker that has not yet served a paced load, its JIT compiler
+   threads took 30–90 % of a core for the first ~20 s of it and came back now and then
+   until ~30 s (measured per thread from ``/proc``). That is the benchmark's fresh broker
+   warming up, not the daemon's steady state. Each second's p99 is printed, the warm-up's
+   too (before the ``|``).
 4. **Memory and restore** (``--skip-memory`` skips it). A fresh daemon, ready (its
    ``partitions assigned`` line), VmRSS read; one point for each of 100,000 series, then a
    second one for each; once all are committed VmRSS is read again: (after − before) /
@@ -103,7 +108,6 @@ DEFAULT_WINDOW_POINTS = 12_000_000
 #: Different committed totals a daemon run must show to be timed by its commits.
 MIN_COMMIT_STEPS = 5
 MEMORY_SERIES = 100_000
-WARMUP_S = 5.0
 STARTUP_TIMEOUT_S = 180.0
 
 TARGET_RATIO = 0.5
@@ -167,7 +171,15 @@ def main() -> None:
         default="1234",
         help="parts to run, e.g. 4 (memory and restore) or 3 (latency: give --latency-rate)",
     )
-    parser.add_argument("--latency-seconds", type=float, default=30.0, help="part 3's load")
+    parser.add_argument(
+        "--latency-seconds", type=float, default=30.0, help="part 3's measured load (s)"
+    )
+    parser.add_argument(
+        "--latency-warmup-seconds",
+        type=float,
+        default=30.0,
+        help="part 3's load before the measured seconds (s): the broker's JIT warm-up",
+    )
     parser.add_argument(
         "--latency-rate", type=float, help="part 3's points/s (default: half the daemon's max)"
     )
@@ -509,8 +521,9 @@ class Bench:
             wait_for_event(daemon, "partitions assigned", STARTUP_TIMEOUT_S)
             print(
                 f"offering {rate:,.0f} points/s over {args.series:,} series for"
-                f" {args.latency_seconds:.0f} s (load and subscriber in processes of their"
-                " own) ...",
+                f" {args.latency_warmup_seconds:.0f} s of warm-up and"
+                f" {args.latency_seconds:.0f} s measured (load and subscriber in processes of"
+                " their own) ...",
                 flush=True,
             )
             cpu_before: tuple[float, float | None, float] = (0.0, None, 0.0)
@@ -521,7 +534,11 @@ class Bench:
 
             try:
                 sent = clients.offer(
-                    args.series, rate, args.latency_seconds, daemon.alive, load_started
+                    args.series,
+                    rate,
+                    args.latency_warmup_seconds + args.latency_seconds,
+                    daemon.alive,
+                    load_started,
                 )
             except RuntimeError as exc:
                 raise BenchError(str(exc)) from exc
@@ -540,9 +557,11 @@ class Bench:
             print(f"  WARNING: {len(received.at):,} forecast records for {len(sent_at):,} points")
         start = float(sent.at.min())
         seen: set[tuple[int, float]] = set()
+        warmup_s = args.latency_warmup_seconds
         latencies = []
         in_daemon = []  # input produce() → the daemon's produce() of the forecast (CreateTime)
         offered_at = []  # the input's produce() time, seconds since the load began
+        all_latencies = []  # warm-up included, for the p99 of each second
         for at, series, ts, created in zip(
             received.at.tolist(),
             received.series.tolist(),
@@ -555,10 +574,11 @@ class Bench:
             if produced_at is None or key in seen:
                 continue
             seen.add(key)
-            if produced_at >= start + WARMUP_S:
+            offered_at.append(produced_at - start)
+            all_latencies.append(at - produced_at)
+            if produced_at >= start + warmup_s:
                 latencies.append(at - produced_at)
                 in_daemon.append(created - produced_at)
-                offered_at.append(produced_at - start)
         offered = len(sent_at) / max(1e-9, float(sent.at.max()) - start)
         if not latencies:
             print("no forecast records measured")
@@ -568,7 +588,7 @@ class Bench:
         p50, p99, p999 = (float(x) for x in np.percentile(ms, [50, 99, 99.9]))
         poll_timeout = load_settings(str(config)).consume.poll_timeout_s
         print(
-            f"latency over {len(ms):,} records (after {WARMUP_S:.0f} s warm-up; produced"
+            f"latency over {len(ms):,} records (after {warmup_s:.0f} s warm-up; produced"
             f" {len(sent_at):,} at {offered:,.0f}/s): p50 {p50:.1f} ms, p99 {p99:.1f} ms,"
             f" p99.9 {p999:.1f} ms, max {float(ms.max()):.1f} ms (daemon exit code {code};"
             f" consume.poll_timeout_s {poll_timeout})"
@@ -579,7 +599,9 @@ class Bench:
             f" p50 {d50:.1f} ms, p99 {d99:.1f} ms; the rest is the output linger, the broker"
             " and the subscriber"
         )
-        print_tail_by_second(np.array(offered_at), ms, start)
+        print_tail_by_second(
+            np.array(offered_at), np.array(all_latencies) * 1000.0, start, warmup_s
+        )
         batch_ms = (stopped.get("batch_ms") or {}).get("idle")
         print(
             f"  the daemon's batches during the load: {stopped.get('batches', 0):,} batches"
@@ -776,14 +798,18 @@ def settle_machine(quiet_cores: float = 0.25, longest_s: float = 90.0) -> None:
     )
 
 
-def print_tail_by_second(offered_s: np.ndarray, ms: np.ndarray, start: float) -> None:
+def print_tail_by_second(
+    offered_s: np.ndarray, ms: np.ndarray, start: float, warmup_s: float
+) -> None:
     """Each second of the load's p99 latency (ms), by the second its input was produced:
     tells a few spikes (a stall somewhere) from a level raised throughout (a backlog).
     ``start`` (epoch seconds) is second 0, printed as UTC time to match against the logs
-    of the broker (its GC log) and the daemon."""
+    of the broker (its GC log) and the daemon; a ``|`` ends the ``warmup_s`` seconds."""
     second = offered_s.astype(np.int64)
     cells = []
     for s in np.unique(second).tolist():
+        if s == int(np.ceil(warmup_s)) and s > 0:
+            cells.append("|")
         cells.append(f"{s}:{float(np.percentile(ms[second == s], 99)):.0f}")
     zero = datetime.fromtimestamp(start, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
     print(f"  p99 (ms) per second of the load (second 0 = {zero} UTC): " + " ".join(cells))
