@@ -105,10 +105,13 @@ _FORECAST_ENCODER = msgspec.json.Encoder()
 
 
 def encode_forecasts(records: Sequence[ForecastRecord]) -> list[bytes]:
-    """``[r.encode() for r in records]`` in one encoder call: ~0.45 us a record against
-    ~2.3 for a dict and ``orjson.dumps`` per record. The records are written as
+    """``[r.encode() for r in records]`` in one encoder call. The records are written as
     newline-delimited JSON and split at the newlines: JSON never holds a raw newline (a
-    string escapes it as ``\\n``), so each line is exactly one record."""
+    string escapes it as ``\\n``), so each line is exactly one record.
+
+    The daemon's whole forecast path (records built from a batch's arrays, then encoded; no
+    broker) took 0.6 us a record in batches of 520 points and 0.8 in batches of 5,000,
+    against 0.7 and 3.3 with a dict and an ``orjson.dumps`` per record."""
     if not records:
         return []
     return _FORECAST_ENCODER.encode_lines(records).split(b"\n")[:-1]
