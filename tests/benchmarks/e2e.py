@@ -558,10 +558,9 @@ class Bench:
         start = float(sent.at.min())
         seen: set[tuple[int, float]] = set()
         warmup_s = args.latency_warmup_seconds
-        latencies = []
-        in_daemon = []  # input produce() → the daemon's produce() of the forecast (CreateTime)
         offered_at = []  # the input's produce() time, seconds since the load began
-        all_latencies = []  # warm-up included, for the p99 of each second
+        latencies = []  # the subscriber had it − the input's produce()
+        in_daemon = []  # the daemon's produce() of the forecast (CreateTime) − the input's
         for at, series, ts, created in zip(
             received.at.tolist(),
             received.series.tolist(),
@@ -575,16 +574,17 @@ class Bench:
                 continue
             seen.add(key)
             offered_at.append(produced_at - start)
-            all_latencies.append(at - produced_at)
-            if produced_at >= start + warmup_s:
-                latencies.append(at - produced_at)
-                in_daemon.append(created - produced_at)
+            latencies.append(at - produced_at)
+            in_daemon.append(created - produced_at)
         offered = len(sent_at) / max(1e-9, float(sent.at.max()) - start)
-        if not latencies:
+        offered_s = np.array(offered_at)
+        all_ms = np.array(latencies) * 1000.0  # warm-up included, for each second's p99
+        measured = offered_s >= warmup_s
+        if not measured.any():
             print("no forecast records measured")
             self.rows.append(Row("latency p99", f"< {TARGET_P99_MS:.0f} ms", "n/a", False))
             return
-        ms = np.array(latencies) * 1000.0
+        ms = all_ms[measured]
         p50, p99, p999 = (float(x) for x in np.percentile(ms, [50, 99, 99.9]))
         poll_timeout = load_settings(str(config)).consume.poll_timeout_s
         print(
@@ -593,15 +593,15 @@ class Bench:
             f" p99.9 {p999:.1f} ms, max {float(ms.max()):.1f} ms (daemon exit code {code};"
             f" consume.poll_timeout_s {poll_timeout})"
         )
-        d50, d99 = (float(x) for x in np.percentile(np.array(in_daemon) * 1000.0, [50, 99]))
+        d50, d99 = (
+            float(x) for x in np.percentile(np.array(in_daemon)[measured] * 1000.0, [50, 99])
+        )
         print(
             f"  of which up to the daemon's produce() of the forecast (its CreateTime):"
             f" p50 {d50:.1f} ms, p99 {d99:.1f} ms; the rest is the output linger, the broker"
             " and the subscriber"
         )
-        print_tail_by_second(
-            np.array(offered_at), np.array(all_latencies) * 1000.0, start, warmup_s
-        )
+        print_tail_by_second(offered_s, all_ms, start, warmup_s)
         batch_ms = (stopped.get("batch_ms") or {}).get("idle")
         print(
             f"  the daemon's batches during the load: {stopped.get('batches', 0):,} batches"
@@ -808,7 +808,7 @@ def print_tail_by_second(
     second = offered_s.astype(np.int64)
     cells = []
     for s in np.unique(second).tolist():
-        if s == int(np.ceil(warmup_s)) and s > 0:
+        if 0 < warmup_s <= s and "|" not in cells:
             cells.append("|")
         cells.append(f"{s}:{float(np.percentile(ms[second == s], 99)):.0f}")
     zero = datetime.fromtimestamp(start, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
