@@ -593,15 +593,14 @@ class Bench:
             f" p99.9 {p999:.1f} ms, max {float(ms.max()):.1f} ms (daemon exit code {code};"
             f" consume.poll_timeout_s {poll_timeout})"
         )
-        d50, d99 = (
-            float(x) for x in np.percentile(np.array(in_daemon)[measured] * 1000.0, [50, 99])
-        )
+        in_daemon_ms = np.array(in_daemon) * 1000.0
+        d50, d99 = (float(x) for x in np.percentile(in_daemon_ms[measured], [50, 99]))
         print(
             f"  of which up to the daemon's produce() of the forecast (its CreateTime):"
             f" p50 {d50:.1f} ms, p99 {d99:.1f} ms; the rest is the output linger, the broker"
             " and the subscriber"
         )
-        print_tail_by_second(offered_s, all_ms, start, warmup_s)
+        print_tail_by_second(offered_s, all_ms, in_daemon_ms, start, warmup_s)
         batch_ms = (stopped.get("batch_ms") or {}).get("idle")
         print(
             f"  the daemon's batches during the load: {stopped.get('batches', 0):,} batches"
@@ -799,20 +798,28 @@ def settle_machine(quiet_cores: float = 0.25, longest_s: float = 90.0) -> None:
 
 
 def print_tail_by_second(
-    offered_s: np.ndarray, ms: np.ndarray, start: float, warmup_s: float
+    offered_s: np.ndarray, ms: np.ndarray, in_daemon_ms: np.ndarray, start: float, warmup_s: float
 ) -> None:
-    """Each second of the load's p99 latency (ms), by the second its input was produced:
-    tells a few spikes (a stall somewhere) from a level raised throughout (a backlog).
-    ``start`` (epoch seconds) is second 0, printed as UTC time to match against the logs
-    of the broker (its GC log) and the daemon; a ``|`` ends the ``warmup_s`` seconds."""
+    """Each second of the load's p99 latency (ms), by the second its input was produced, as
+    ``second:total/daemon``: the whole path, and the part up to the daemon's produce() of
+    the forecast. It tells a few spikes (a stall somewhere) from a level raised throughout
+    (a backlog), and a stall in the daemon (both high) from one after it (only the total:
+    the output linger, the broker or the subscriber). ``start`` (epoch seconds) is second
+    0, printed as UTC time to match against the logs of the broker (its GC log) and the
+    daemon; a ``|`` ends the ``warmup_s`` seconds."""
     second = offered_s.astype(np.int64)
     cells = []
     for s in np.unique(second).tolist():
         if 0 < warmup_s <= s and "|" not in cells:
             cells.append("|")
-        cells.append(f"{s}:{float(np.percentile(ms[second == s], 99)):.0f}")
+        of_second = second == s
+        total, daemon = (float(np.percentile(x[of_second], 99)) for x in (ms, in_daemon_ms))
+        cells.append(f"{s}:{total:.0f}/{daemon:.0f}")
     zero = datetime.fromtimestamp(start, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
-    print(f"  p99 (ms) per second of the load (second 0 = {zero} UTC): " + " ".join(cells))
+    print(
+        f"  p99 (ms) per second of the load, total/up to the daemon's produce() (second 0 ="
+        f" {zero} UTC): " + " ".join(cells)
+    )
 
 
 def print_profile(profile: Any) -> None:
