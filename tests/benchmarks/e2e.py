@@ -620,6 +620,10 @@ class Bench:
             f" the subscriber {received.cpu_s / wall:.2f} (its CPU up to its stop, over the"
             " load's seconds); the rest is the broker and the system"
         )
+        print(
+            "  the longest garbage-collector pause of the load producer"
+            f" {sent.gc_max_ms:.1f} ms, of the subscriber {received.gc_max_ms:.1f} ms"
+        )
         print_profile(stopped.get("profile_s"))
         self.rows.append(
             Row(
