@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streamrnn.gc_pauses import GcPauses
 from tests.benchmarks.e2e_load import Stream, encode_points
 
 __all__ = ["LatencyClients", "Received", "Sent", "machine_cpu_s", "process_cpu_s"]
@@ -242,7 +243,7 @@ def _subscribe(
         meta = consumer.list_topics(topic, timeout=30)
         parts = meta.topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        gc_pauses = _GcPauses.frozen()
+        gc_pauses = _frozen_gc_pauses()
         assigned.set()
         poll, consume, now = consumer.poll, consumer.consume, time.time
         keep, end, stamp = values.extend, ends.append, created.append
@@ -264,7 +265,7 @@ def _subscribe(
     finally:
         consumer.close()
     cpu_s = _own_cpu_s()
-    gc_max_ms = gc_pauses.stop()
+    gc_max_ms = _longest_ms(gc_pauses)
     series, ts = _decode_forecasts(values, ends, len(prefix) + 1)
     np.savez(
         out,
@@ -329,7 +330,7 @@ def _offer(
     value_of = np.round(level[s_of] * (1 + 0.2 * np.sin(phase[s_of] + i_of / 20)), 4)
     doc_keys, docs = encode_points(Stream(names, s_of, ts_of, value_of))
     now, produce = time.time, producer.produce
-    gc_pauses = _GcPauses.frozen()
+    gc_pauses = _frozen_gc_pauses()
     cpu_at_start = _own_cpu_s()
     load_started.set()
     start = time.monotonic()
@@ -356,42 +357,28 @@ def _offer(
         ts=ts_of[:sent],
         at=sent_at[:sent],
         cpu_s=np.array(_own_cpu_s() - cpu_at_start),
-        gc_max_ms=np.array(gc_pauses.stop()),
+        gc_max_ms=np.array(_longest_ms(gc_pauses)),
     )
 
 
-class _GcPauses:
-    """The longest pause of this process's garbage collector since :meth:`frozen`.
+def _frozen_gc_pauses() -> GcPauses:
+    """Collect and freeze every object alive now (the imports, the clients, the encoded
+    load) out of the collector's reach, as the daemon does at start, then time every
+    collection from here on. Before, the subscriber's full collections walked all of them:
+    208-245 ms every ~21 s of load, which the benchmark measured as the daemon's latency
+    (the subscriber took no record meanwhile). The longest pause is printed, so such a
+    stall in the measuring clients shows."""
+    gc.collect()
+    gc.freeze()
+    pauses = GcPauses()
+    pauses.install()
+    return pauses
 
-    :meth:`frozen` first moves every object alive (the imports, the clients, the encoded
-    load) out of the collector's reach (``gc.freeze``), as the daemon does at start. Before,
-    the subscriber's full collections walked all of them: 208-245 ms every ~21 s of load,
-    which the benchmark measured as the daemon's latency (the subscriber took no record
-    meanwhile). The pause is printed, so such a stall in the measuring clients shows."""
 
-    def __init__(self) -> None:
-        self.longest_s = 0.0
-        self._started = 0.0
-
-    @classmethod
-    def frozen(cls) -> _GcPauses:
-        """Collect and freeze what is alive now, then time every collection from here on."""
-        gc.collect()
-        gc.freeze()
-        pauses = cls()
-        gc.callbacks.append(pauses._on_gc)
-        return pauses
-
-    def _on_gc(self, phase: str, _info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.longest_s = max(self.longest_s, time.perf_counter() - self._started)
-
-    def stop(self) -> float:
-        """Stop timing; the longest pause (ms)."""
-        gc.callbacks.remove(self._on_gc)
-        return self.longest_s * 1000.0
+def _longest_ms(pauses: GcPauses) -> float:
+    """Stop timing; the longest pause of any generation (ms)."""
+    pauses.uninstall()
+    return max(pauses.longest_s) * 1000.0
 
 
 def _own_cpu_s() -> float:
