@@ -30,8 +30,13 @@ holds state beyond a committed offset.
 *Restore* (an input partition is assigned): fold the partition's changelog, from where the
 local store left off, into the store — keeping only state at or before the committed offset,
 the latest of each series — and load series into memory lazily when their points arrive.
-*Revocation*: checkpoint, then move the partitions' series to the store. Knows nothing of
-torch.
+*Revocation*: checkpoint, then move the partitions' series to the store.
+
+*Abandon* (an exception escaped the loop): from then on nothing is committed, flushed into the
+store or checkpointed, not by the revocation that closing the consumer triggers, nor by
+shutdown: the batch that failed may be half done (its offsets are already noted, some of its
+alerts not produced), so the next start re-reads everything after the last commit that
+preceded it, from the state that commit describes. Knows nothing of torch.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ log = get_logger("checkpoint")
 
 #: Seconds a transaction call (commit, abort, send offsets) may take before it is retried.
 TXN_TIMEOUT_S = 30.0
+#: Seconds the abort of an abandoned transaction may take.
+ABANDON_ABORT_S = 5.0
 #: Seconds a rebalance callback may spend on its checkpoint (below max.poll.interval.ms).
 REBALANCE_CHECKPOINT_S = 60.0
 #: Most changelog records read between two progress reports during a restore (one report
@@ -105,6 +112,8 @@ class Checkpointer:
         self._last_snapshot = time.monotonic()
         #: Series states read back from changelogs (since start).
         self.restored_series = 0
+        #: Set by :meth:`abandon`: commit nothing more.
+        self._abandoned = False
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -118,6 +127,24 @@ class Checkpointer:
     def close(self, give_up: Callable[[], bool]) -> bool:
         """Final checkpoint and snapshot (before the consumer leaves the group)."""
         return self.checkpoint(give_up, snapshot=True)
+
+    def abandon(self) -> None:
+        """An exception escaped the loop: commit nothing from now on (see the module
+        docstring); exactly_once: abort the open transaction (best effort: the next start
+        fences it anyway). Never raises."""
+        self._abandoned = True
+        self._unsettled.clear()
+        if self.exactly_once:
+            try:
+                self._producer.abort_transaction(ABANDON_ABORT_S)
+            except Exception as exc:  # dying already; the next start aborts it
+                log.warning("abort after a failure did not complete", error=str(exc))
+        log.error("abandoned: nothing more is committed by this process")
+
+    def committed(self) -> dict[tuple[str, int], int]:
+        """The offsets committed (or being committed) per input partition: the offset after
+        the last message whose work is delivered."""
+        return dict(self._committed)
 
     # -- the batch path -----------------------------------------------------------------
 
@@ -178,6 +205,8 @@ class Checkpointer:
         the order of the module docstring holds for what is committed; the loop goes on
         meanwhile. Revocations, shutdown, eviction and snapshots wait (the snapshot may
         only hold committed state)."""
+        if self._abandoned:
+            return False
         self._last_checkpoint = time.monotonic()
         # 1. changelog records of the series that changed, co-partitioned with the input
         self._send_changelog()
@@ -218,6 +247,8 @@ class Checkpointer:
         ``wait=False`` whose records, and all records before them, the broker has
         acknowledged; cheap when there is none. Called after every batch, once its delivery
         reports are served. A failed commit is reported by :meth:`on_commit`."""
+        if self._abandoned:
+            return
         unsettled = self._unsettled
         offsets: dict[tuple[str, int], int] = {}
         while unsettled and self._sink.acked_through(unsettled[0][0]):
@@ -260,8 +291,18 @@ class Checkpointer:
         log.info("partitions assigned", partitions=_names(keys))
 
     def on_revoke(self, parts: list[TopicPartition]) -> None:
-        """Checkpoint, then move the revoked partitions' series out of memory."""
+        """Checkpoint, then move the revoked partitions' series out of memory (abandoned:
+        forget them; their committed state is in the changelog)."""
         keys = [(tp.topic, tp.partition) for tp in parts]
+        if self._abandoned:
+            dropped = self.manager.drop_partitions(keys)
+            self._forget(keys)
+            log.warning(
+                "partitions revoked after a failure",
+                partitions=_names(keys),
+                series_dropped=dropped,
+            )
+            return
         deadline = time.monotonic() + REBALANCE_CHECKPOINT_S
         if not self.checkpoint(lambda: time.monotonic() > deadline):
             log.warning("checkpoint before revocation failed; the new owner re-reads")
@@ -276,7 +317,7 @@ class Checkpointer:
         log.warning("partitions lost", partitions=_names(keys))
         self._forget(keys)
         self.manager.drop_partitions(keys)
-        if self.exactly_once:
+        if self.exactly_once and not self._abandoned:
             self.rewind()
 
     def rewind(self) -> None:

@@ -41,10 +41,17 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter as PromCounter
 
 from streamrnn.checkpoint import Checkpointer
-from streamrnn.config import Settings
-from streamrnn.decode import DecodedMessage, DecodeRules, Rejection, decode_messages
+from streamrnn.config import ConsumeConfig, Settings
+from streamrnn.decode import (
+    DecodedMessage,
+    DecodeRules,
+    Rejection,
+    decode_message,
+    decode_messages,
+)
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
+from streamrnn.fault_injection import FaultInjector, from_environment
 from streamrnn.gc_pauses import GcPauses
 from streamrnn.heap_trim import HeapTrimmer
 from streamrnn.http_endpoints import Health, HttpEndpoints
@@ -55,26 +62,18 @@ from streamrnn.kafka.clients import (
     make_producer,
     transactional_id,
 )
+from streamrnn.kafka.limits import SizeLimits, log_mismatches, read_limits
 from streamrnn.kafka.model_topic import ModelTopic
 from streamrnn.kafka.sink import AckedSink
 from streamrnn.kafka.source import BatchSource, position_of
 from streamrnn.kafka.topics import TopicLayoutError, ensure_topics
 from streamrnn.logs import get_logger
 from streamrnn.metrics import DaemonMetrics
-from streamrnn.records import (
-    Z95,
-    AlertRecord,
-    ForecastRecord,
-    HorizonPoint,
-    SourcePosition,
-    alert_id,
-    encode_forecasts,
-    iso_time,
-)
+from streamrnn.poison import PoisonGuard, RowBackup
+from streamrnn.publisher import Publisher
 from streamrnn.retrain.controller import RetrainController
 from streamrnn.retrain.registry import ModelRegistry
 from streamrnn.retrain.worker import BackgroundTrainer
-from streamrnn.scoring.alert_rule import SEVERITY_NAMES
 from streamrnn.service_notify import ServiceNotifier
 from streamrnn.stage_timer import StageTimer
 from streamrnn.state.manager import GroupInfo, SeriesStateManager
@@ -266,6 +265,13 @@ def _run_serving(
         return 2
     if not partitions:
         return 0  # stopped while waiting for the input topics
+    topics = settings.topics
+    limits = read_limits(
+        admin,
+        client_config(settings, "producer"),
+        [*topics.input, *(t for t in (topics.alerts, topics.forecasts, topics.dead_letter) if t)],
+    )
+    log_mismatches(limits, topics.input, topics.dead_letter, settings.consume.max_message_bytes)
     models = ModelTopic(
         client_config(settings, "admin"),
         settings.topics.models_of(settings.kafka.group_id),
@@ -285,7 +291,7 @@ def _run_serving(
         # Every instance serves the newest published model of each group, from the start.
         for record in models.read_latest().values():
             controller.adopt(record.group, record.version, record.artifact, record.reason)
-        return _loop(settings, stop, engine, store, manager, controller, models, telemetry)
+        return _loop(settings, stop, engine, store, manager, controller, models, telemetry, limits)
     finally:
         controller.close()
         models.close()
@@ -300,14 +306,27 @@ def _loop(
     controller: RetrainController,
     models: ModelTopic,
     telemetry: _Telemetry,
+    limits: SizeLimits,
 ) -> int:
     metrics, health, notifier = telemetry.metrics, telemetry.health, telemetry.notifier
     producer = make_producer(settings)
+    stats = DaemonStats(metrics=metrics)
 
     def on_produce_error(topic: str, err: KafkaError) -> None:
         log.warning("delivery failed, will retry", topic=topic, error=str(err))
 
-    sink = AckedSink(producer, on_produce_error)
+    sink = AckedSink(producer, on_produce_error, lambda r, e: publisher.on_refused(r, e))
+    topics = settings.topics
+    publisher = Publisher(
+        sink,
+        engine,
+        stats,
+        metrics,
+        topics.alerts,
+        topics.forecasts,
+        topics.dead_letter,
+        limits.writable_bytes(topics.dead_letter) if topics.dead_letter else 0,
+    )
 
     def on_commit(err: KafkaError | None, parts: list[TopicPartition]) -> None:
         # runs inside the consumer's polls, all after the checkpointer below exists
@@ -326,7 +345,6 @@ def _loop(
     checkpointer = Checkpointer(
         settings, source, producer, sink, manager, client_config(settings, "admin"), restoring
     )
-    stats = DaemonStats(metrics=metrics)
     log.info(
         "started",
         input_topics=settings.topics.input,
@@ -368,6 +386,19 @@ def _loop(
         metrics.ready.set(1)
         notifier.ready(f"serving {len(source.assignment())} partition(s)")
 
+    guard = PoisonGuard(store)
+    handler = _BatchHandler(
+        settings,
+        engine,
+        checkpointer,
+        publisher,
+        controller,
+        stats,
+        give_up,
+        guard,
+        from_environment(),
+    )
+    in_flight: Sequence[Message] = ()
     source.subscribe(on_assign, checkpointer.on_revoke, checkpointer.on_lost)
     try:
         while not stop.is_set():
@@ -377,16 +408,15 @@ def _loop(
                 )
             if messages:
                 started = time.perf_counter()
-                batch = _handle_batch(
-                    settings, engine, checkpointer, sink, messages, stats, give_up
-                )
-                with stats.timer.stage("retrain.observe"):
-                    controller.observe(batch)
-                training = controller.training
-                stats.count_latency(time.perf_counter() - started, training)
+                in_flight = messages
+                handler.handle(messages)
+                in_flight = ()
+                stats.count_latency(time.perf_counter() - started, controller.training)
             else:
                 sink.serve_reports()
             checkpointer.settle()  # commits what the broker has acknowledged meanwhile
+            if guard.active:
+                guard.passed(checkpointer.committed())
             if checkpointer.due():
                 started = time.perf_counter()
                 if not checkpointer.checkpoint(give_up, wait=False):
@@ -423,6 +453,15 @@ def _loop(
         if not checkpointer.close(give_up):
             log.error("shutting down with unacknowledged records; offsets not committed")
             exit_code = 1
+    except BaseException as exc:
+        # Whatever failed, the batch in hand may be half done: commit nothing more (the
+        # revocation that closing the consumer triggers included), and remember where it
+        # died so that the next start sets the message aside if it fails again.
+        log.exception("the consume loop failed", error=f"{type(exc).__name__}: {exc}")
+        checkpointer.abandon()
+        if in_flight:
+            guard.died_in(in_flight, exc)
+        raise
     finally:
         # Leaving the group revokes the partitions: their series are saved to the store.
         source.close()
@@ -499,209 +538,119 @@ def _state_directory(settings: Settings) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _handle_batch(
-    settings: Settings,
-    engine: Engine,
-    checkpointer: Checkpointer,
-    sink: AckedSink,
-    messages: Sequence[Message],
-    stats: DaemonStats,
-    give_up: Callable[[], bool],
-) -> EngineBatchResult:
-    """Decode, process and produce the records of one batch (not yet acknowledged)."""
-    decoded: list[DecodedMessage] = []
-    origins: list[Message] = []
-    consume = settings.consume
+def _decode_rules(consume: ConsumeConfig) -> DecodeRules:
+    """The decode rules for a batch polled now (the timestamp bounds follow the clock)."""
     now = time.time()
-    rules = DecodeRules(
+    return DecodeRules(
         max_bytes=consume.max_message_bytes,
         earliest=now - consume.max_age_s if consume.max_age_s is not None else None,
         latest=now + consume.max_future_s,
         reject_unknown_fields=consume.reject_unknown_fields,
     )
-    dead_letter = settings.topics.dead_letter
-    timer = stats.timer
-    started = time.perf_counter()
-    results = decode_messages([msg.value() for msg in messages], rules)
-    for msg, result in zip(messages, results, strict=True):
-        if isinstance(result, Rejection):
-            _reject(result, msg, stats, sink, dead_letter)
-        else:
-            decoded.append(result)
-            origins.append(msg)
-    stats.count_batch(len(messages))
-    timer.add("decode", time.perf_counter() - started)
-    with timer.stage("state.load"):
-        checkpointer.make_room([d.series for d in decoded], give_up)
-    batch = engine.process(decoded, timer)
-    with timer.stage("state.bookkeeping"):
-        checkpointer.handled(messages, origins, batch.message_slot)
-    sent: set[tuple[int, str]] = set()
-    for index, rejection in batch.rejections:
-        # A window message with several bad points is dead-lettered once per reason.
-        first = (index, rejection.reason) not in sent
-        sent.add((index, rejection.reason))
-        _reject(rejection, origins[index], stats, sink, dead_letter if first else None)
-    stats.count_points(len(batch))
-    with timer.stage("produce.alerts"):
-        _produce_alerts(settings, engine, sink, batch, decoded, origins, stats)
-    if settings.topics.forecasts:
-        with timer.stage("produce.forecasts"):
-            _produce_forecasts(settings.topics.forecasts, engine, sink, batch, decoded)
-    with timer.stage("produce.reports"):
-        sink.serve_reports()
-    return batch
 
 
-def _produce_alerts(
-    settings: Settings,
-    engine: Engine,
-    sink: AckedSink,
-    batch: EngineBatchResult,
-    decoded: Sequence[DecodedMessage],
-    origins: Sequence[Message],
-    stats: DaemonStats,
-) -> None:
-    rule = engine.rule
-    for i in np.flatnonzero(batch.severity > 0):
-        message_index = int(batch.message_index[i])
-        msg = origins[message_index]
-        series = decoded[message_index].series
-        severity = int(batch.severity[i])
-        ts, value, forecast = float(batch.ts[i]), float(batch.value[i]), float(batch.forecast[i])
-        alert = AlertRecord(
-            alert_id=alert_id(series, ts, rule.name),
-            series=series,
-            labels=engine.table.labels_of(int(batch.slot[i])) or {},
-            ts=ts,
-            time=iso_time(ts),
-            value=value,
-            forecast=forecast,
-            residual=value - forecast,
-            spread=float(batch.spread[i]),
-            score=float(batch.score[i]),
-            threshold=rule.threshold_of(severity),
-            severity=SEVERITY_NAMES[severity],
-            rule=rule.name,
-            model_version=engine.groups[int(batch.group[i])].version,
-            source=SourcePosition(*position_of(msg)),
-        )
-        sink.send(settings.topics.alerts, series.encode(), alert.encode())
-        stats.count_alert(alert.severity)
-        log.info(
-            "alert",
-            series=series,
-            topic=msg.topic(),
-            partition=msg.partition(),
-            offset=msg.offset(),
-            ts=ts,
-            value=value,
-            forecast=forecast,
-            score=alert.score,
-            severity=alert.severity,
-            alert_id=alert.alert_id,
-        )
+@dataclass
+class _BatchHandler:
+    """Decode → state → engine → publish for one batch (not yet acknowledged), and the
+    isolation of the messages a previous run died on (see :mod:`streamrnn.poison`)."""
 
+    settings: Settings
+    engine: Engine
+    checkpointer: Checkpointer
+    publisher: Publisher
+    controller: RetrainController
+    stats: DaemonStats
+    give_up: Callable[[], bool]
+    guard: PoisonGuard
+    faults: FaultInjector | None = None
 
-def _produce_forecasts(
-    topic: str,
-    engine: Engine,
-    sink: AckedSink,
-    batch: EngineBatchResult,
-    decoded: Sequence[DecodedMessage],
-) -> None:
-    """One forecast record per point, built from whole arrays and encoded in one call
-    (:func:`encode_forecasts`): this runs for every point. The encoder writes NaN and
-    infinities as null, so a point without a forecast gets null bounds with no test per
-    point."""
-    n = len(batch)
-    if n == 0:
-        return
-    forecast = batch.forecast
-    half_width = Z95 * batch.spread
-    series = [decoded[m].series for m in batch.message_index.tolist()]
-    versions = [g.version for g in engine.groups]
-    version_of = (
-        [versions[g] for g in batch.group.tolist()] if len(versions) > 1 else [versions[0]] * n
-    )
-    # The k-step forecast rides on the record of each series' last point in the batch.
-    horizon_of: list[list[HorizonPoint] | None] = [None] * n
-    horizons = _horizon_by_slot(batch)
-    if horizons:
-        last_of_slot = {int(slot): i for i, slot in enumerate(batch.slot.tolist())}
-        for slot, points in horizons.items():
-            horizon_of[last_of_slot[slot]] = points
-    records = list(
-        map(
-            ForecastRecord,
-            series,
-            batch.ts.tolist(),
-            batch.value.tolist(),
-            forecast.tolist(),
-            (forecast - half_width).tolist(),
-            (forecast + half_width).tolist(),
-            batch.score.tolist(),
-            version_of,
-            horizon_of,
-        )
-    )
-    values = encode_forecasts(records)
-    sink.send_many(topic, [name.encode() for name in series], values)
+    def handle(self, messages: Sequence[Message]) -> None:
+        """Handle a polled batch; messages in a remembered range are handled one by one."""
+        if not self.guard.active:
+            self._handle(messages)
+            return
+        for suspect, run in self.guard.segments(messages):
+            if not suspect:
+                self._handle(run)
+                continue
+            for msg in run:
+                self._isolated(msg)
 
+    def _handle(self, messages: Sequence[Message], isolated: bool = False) -> None:
+        batch = self._batch(messages, isolated)
+        with self.stats.timer.stage("retrain.observe"):
+            self.controller.observe(batch)
 
-def _horizon_by_slot(batch: EngineBatchResult) -> dict[int, list[HorizonPoint]]:
-    if batch.horizon is None or batch.horizon_slots is None:
-        return {}
-    h = batch.horizon
-    out = {}
-    for row, slot in enumerate(batch.horizon_slots):
-        if not np.isfinite(h.mean[row, 0]):
-            continue
-        out[int(slot)] = [
-            HorizonPoint(
-                ts=float(h.ts[row, j]),
-                forecast=float(h.mean[row, j]),
-                lower=float(h.mean[row, j] - Z95 * h.spread[row, j]),
-                upper=float(h.mean[row, j] + Z95 * h.spread[row, j]),
+    def _isolated(self, msg: Message) -> None:
+        """Handle a message the previous run may have died on, alone; should it raise
+        again, put its series' state back and dead-letter it as a poison pill."""
+        decoded = decode_message(msg.value(), _decode_rules(self.settings.consume))
+        series = decoded.series if isinstance(decoded, DecodedMessage) else None
+        backup = RowBackup.take(self.engine.table, series) if series is not None else None
+        try:
+            self._handle([msg], isolated=True)
+        except Exception as exc:
+            if backup is not None:
+                backup.restore(self.engine.table)
+            self.checkpointer.handled([msg], [], np.empty(0, dtype=np.int64))
+            self.stats.metrics.poison_pills.inc()
+            topic, partition, offset = position_of(msg)
+            log.error(
+                "poison pill: a message the daemon died on fails again alone; dead-lettered",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                series=series,
+                error=f"{type(exc).__name__}: {exc}",
             )
-            for j in range(h.ts.shape[1])
-        ]
-    return out
+            detail = f"the daemon died handling it, and alone it fails again: {exc!r}"
+            self.publisher.reject(Rejection("poison_pill", detail[:1000], series), msg)
 
+    def _fault(self, where: str, messages: Sequence[Message], isolated: bool) -> None:
+        if self.faults is not None:
+            self.faults.point(where, messages, isolated)
 
-def _reject(
-    rejection: Rejection,
-    msg: Message,
-    stats: DaemonStats,
-    sink: AckedSink,
-    dead_letter: str | None,
-) -> None:
-    """Count and log a rejected message, and dead-letter it when a topic is configured.
-
-    The dead-letter record keeps the original key and bytes; headers say why and where from.
-    It is acknowledged before the offsets are committed, like an alert.
-    """
-    stats.count_rejection(rejection.reason)
-    if dead_letter is not None:
-        topic, partition, offset = position_of(msg)
-        sink.send(
-            dead_letter,
-            msg.key(),
-            msg.value(),
-            [
-                ("streamrnn.reason", rejection.reason.encode()),
-                ("streamrnn.detail", rejection.detail.encode()),
-                ("streamrnn.source.topic", topic.encode()),
-                ("streamrnn.source.partition", str(partition).encode()),
-                ("streamrnn.source.offset", str(offset).encode()),
-            ],
+    def _batch(self, messages: Sequence[Message], isolated: bool) -> EngineBatchResult:
+        """Decode, process and produce the records of one batch (not yet acknowledged)."""
+        decoded: list[DecodedMessage] = []
+        origins: list[Message] = []
+        stats, publisher, engine = self.stats, self.publisher, self.engine
+        timer = stats.timer
+        started = time.perf_counter()
+        results = decode_messages(
+            [msg.value() for msg in messages], _decode_rules(self.settings.consume)
         )
-    log.warning(
-        "message rejected",
-        reason=rejection.reason,
-        detail=rejection.detail,
-        series=rejection.series,
-        topic=msg.topic(),
-        partition=msg.partition(),
-        offset=msg.offset(),
-    )
+        for msg, result in zip(messages, results, strict=True):
+            if isinstance(result, Rejection):
+                publisher.reject(result, msg)
+            else:
+                decoded.append(result)
+                origins.append(msg)
+        stats.count_batch(len(messages))
+        timer.add("decode", time.perf_counter() - started)
+        self._fault("decoded", messages, isolated)
+        with timer.stage("state.load"):
+            self.checkpointer.make_room([d.series for d in decoded], self.give_up)
+        self._fault("state.load", messages, isolated)
+        batch = engine.process(decoded, timer)
+        self._fault("engine", messages, isolated)
+        with timer.stage("state.bookkeeping"):
+            self.checkpointer.handled(messages, origins, batch.message_slot)
+        self._fault("handled", messages, isolated)
+        sent: set[tuple[int, str]] = set()
+        for index, rejection in batch.rejections:
+            # A window message with several bad points is dead-lettered once per reason.
+            first = (index, rejection.reason) not in sent
+            sent.add((index, rejection.reason))
+            publisher.reject(rejection, origins[index], dead_letter=first)
+        stats.count_points(len(batch))
+        with timer.stage("produce.alerts"):
+            publisher.alerts(batch, decoded, origins)
+        self._fault("alerts", messages, isolated)
+        if publisher.forecast_topic is not None:
+            with timer.stage("produce.forecasts"):
+                publisher.forecasts(batch, decoded, origins)
+            self._fault("forecasts", messages, isolated)
+        with timer.stage("produce.reports"):
+            publisher.serve_reports()
+        return batch

@@ -51,6 +51,26 @@ class DaemonMetrics:
             ["reason"],
             registry=r,
         )
+        self.dead_letters_shrunk = Counter(
+            "streamrnn_dead_letters_shrunk",
+            "Dead letters too large for the producer or the dead-letter topic, sent as a"
+            " truncated copy or as headers only, by form.",
+            ["form"],
+            registry=r,
+        )
+        self.records_refused = Counter(
+            "streamrnn_records_refused",
+            "Alert, forecast or state records the producer or broker refused as too large"
+            " (their source message is dead-lettered as unencodable_record), by topic kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.poison_pills = Counter(
+            "streamrnn_poison_pills",
+            "Messages dead-lettered as poison_pill: one that a previous run of the daemon"
+            " died on is set aside instead of being processed again.",
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "streamrnn_batch_seconds",
             "Time to handle one polled batch: decode, forecast, score, produce (seconds).",

@@ -51,7 +51,9 @@ class AlertRecord:
     series: str
     labels: dict[str, str]
     ts: float
-    time: str
+    #: ``ts`` as ISO-8601 UTC; null where it is not representable (outside years 1-9999,
+    #: which decoding rejects as bad_timestamp).
+    time: str | None
     value: float
     forecast: float
     residual: float
@@ -123,6 +125,11 @@ def alert_id(series: str, ts: float, rule: str) -> str:
     return digest.hexdigest()
 
 
-def iso_time(ts: float) -> str:
-    """ISO-8601 UTC time of epoch seconds ``ts``, millisecond precision."""
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
+def iso_time(ts: float) -> str | None:
+    """ISO-8601 UTC time of epoch seconds ``ts``, millisecond precision; None where
+    ``datetime`` cannot represent it (outside years 1-9999, or not finite), so building an
+    alert never fails on its timestamp."""
+    try:
+        return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
+    except (ValueError, OverflowError, OSError):
+        return None

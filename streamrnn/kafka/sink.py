@@ -4,7 +4,13 @@ The daemon commits input offsets only once every record sent before them is ackn
 so an alert is never lost: either after :meth:`AckedSink.wait_acked` returns True (which
 also produces failed records again, with backoff, until the broker takes them), or, not
 waiting, once :meth:`AckedSink.acked_through` says so for a :meth:`AckedSink.mark` taken
-when the offsets were. Knows nothing of torch.
+when the offsets were.
+
+A record that can never be taken as it is (larger than the producer's ``message.max.bytes``,
+refused at once by ``produce()``, or than the topic's ``max.message.bytes``, refused by the
+broker) is not retried: it is handed to the ``on_refused`` callback, which returns what to
+send instead (e.g. a smaller dead letter) or None; so such a record neither kills the loop
+nor blocks every later commit. Knows nothing of torch.
 """
 
 from __future__ import annotations
@@ -12,21 +18,37 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-__all__ = ["AckedSink"]
+__all__ = ["REFUSED_CODES", "AckedSink", "Headers", "Record"]
 
-_Headers = list[tuple[str, str | bytes | None]]
-_Record = tuple[str, bytes | None, bytes | None, _Headers | None, int]
+Headers = list[tuple[str, str | bytes | None]]
+#: (topic, key, value, headers, partition): everything needed to produce a record again.
+Record = tuple[str, bytes | None, bytes | None, Headers | None, int]
+
+#: Error codes that mean this record will never be taken as it is (too large for the
+#: client or the topic); retrying would block every later commit for good.
+REFUSED_CODES = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+
+_Refused = Callable[[Record, KafkaError], Record | None]
 
 
 class AckedSink:
     """A producer wrapper that tracks delivery reports of everything it sent."""
 
-    def __init__(self, producer: Producer, on_error: Callable[[str, KafkaError], None]) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        on_error: Callable[[str, KafkaError], None],
+        on_refused: _Refused | None = None,
+    ) -> None:
+        """``on_error``: a delivery failed and the record will be sent again; ``on_refused``:
+        a record will never be taken as it is; it returns the record to send instead, or
+        None to let it go (None callback: every refusal is let go; the callback logs)."""
         self._producer = producer
         self._on_error = on_error
-        self._failed: list[_Record] = []
+        self._on_refused = on_refused or (lambda _record, _err: None)
+        self._failed: list[Record] = []
         #: Per (topic, partition) written to with an explicit partition: the offset after the
         #: last acknowledged record (changelog positions for the local state store).
         self.positions: dict[tuple[str, int], int] = {}
@@ -43,13 +65,18 @@ class AckedSink:
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: _Headers | None = None,
+        headers: Headers | None = None,
         partition: int = -1,
     ) -> None:
         """Queue one record (``partition`` -1: the partitioner picks one by key); blocks
-        briefly (serving callbacks) while the local queue is full."""
-        record: _Record = (topic, key, value, headers, partition)
-        report = self._reporter(topic, partition, record)
+        briefly (serving callbacks) while the local queue is full. A record the client
+        refuses at once goes to ``on_refused`` (see the module docstring)."""
+        self._send((topic, key, value, headers, partition), self._unreported)
+
+    def _send(self, record: Record, unreported: list[int]) -> None:
+        """:meth:`send` of ``record``, counted in the epoch whose count is ``unreported``."""
+        topic, key, value, headers, partition = record
+        report = self._reporter(topic, partition, record, unreported)
         while True:
             try:
                 self._producer.produce(
@@ -60,37 +87,56 @@ class AckedSink:
                     partition=partition,
                     on_delivery=report,
                 )
-                self._unreported[0] += 1
+                unreported[0] += 1
                 return
             except BufferError:
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.code() not in REFUSED_CODES:
+                    raise
+                self._refused(record, err, unreported)
+                return
+
+    def _refused(self, record: Record, err: KafkaError, unreported: list[int]) -> None:
+        """Send what ``on_refused`` puts in place of a refused ``record``, if anything, in
+        the refused record's epoch (so no checkpoint of that epoch settles before it)."""
+        replacement = self._on_refused(record, err)
+        if replacement is not None:
+            self._send(replacement, unreported)
 
     def send_many(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
         """Queue ``values[i]`` keyed by ``keys[i]`` (partition by key, no headers): the bulk
         form of :meth:`send` for one-record-per-point topics (one delivery callback for the
         whole call instead of one closure per record)."""
-        report = self._reporter(topic, -1, None)
-        produce = self._producer.produce
         unreported = self._unreported
+        report = self._reporter(topic, -1, None, unreported)
+        produce = self._producer.produce
         for key, value in zip(keys, values, strict=True):
             while True:
                 try:
                     # Positional (topic, value, key, partition, on_delivery): keyword
                     # arguments cost ~0.4 us more per record.
                     produce(topic, value, key, -1, report)
+                    unreported[0] += 1
                     break
                 except BufferError:
                     self._producer.poll(0.05)
-            unreported[0] += 1
+                except KafkaException as exc:
+                    err: KafkaError = exc.args[0]
+                    if err.code() not in REFUSED_CODES:
+                        raise
+                    self._refused((topic, key, value, None, -1), err, unreported)
+                    break
 
     def _reporter(
-        self, topic: str, partition: int, record: _Record | None
+        self, topic: str, partition: int, record: Record | None, unreported: list[int]
     ) -> Callable[[KafkaError | None, Message], None]:
         """A delivery callback for records sent to ``topic`` (``partition`` >= 0: explicit,
         its acknowledged offsets are tracked in :attr:`positions`). A failed record is
-        queued for re-sending: ``record``, or (None) rebuilt from the message."""
+        queued for re-sending: ``record``, or (None) rebuilt from the message; one the
+        broker refused for good goes to ``on_refused`` instead."""
         generation = self._generation
-        unreported = self._unreported
 
         def report(err: KafkaError | None, msg: Message) -> None:
             if generation != self._generation:
@@ -103,7 +149,11 @@ class AckedSink:
                         at = (topic, partition)
                         self.positions[at] = max(self.positions.get(at, 0), offset + 1)
             else:
-                self._failed.append(record or (topic, msg.key(), msg.value(), None, -1))
+                failed = record or (topic, msg.key(), msg.value(), None, -1)
+                if err.code() in REFUSED_CODES:
+                    self._refused(failed, err, unreported)
+                    return
+                self._failed.append(failed)
                 self._on_error(topic, err)
 
         return report

@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS series (
     blob BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS series_partition ON series (in_topic, in_partition);
+CREATE TABLE IF NOT EXISTS in_flight (
+    in_topic TEXT NOT NULL,
+    in_partition INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (in_topic, in_partition)
+);
 CREATE TABLE IF NOT EXISTS changelog_position (
     log_topic TEXT NOT NULL,
     log_partition INTEGER NOT NULL,
@@ -249,6 +257,33 @@ class LocalStateStore:
                 (topic, partition, offset),
             )
         return cursor.rowcount
+
+    def put_in_flight(self, ranges: Iterable[tuple[str, int, int, int, str]]) -> None:
+        """Remember input offset ranges (topic, partition, first, last, error) that were
+        being processed when the daemon died (one range per partition, replaced whole);
+        see :mod:`streamrnn.poison`."""
+        self._settle()
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO in_flight VALUES (?, ?, ?, ?, ?)", list(ranges)
+            )
+
+    def in_flight(self) -> list[tuple[str, int, int, int, str]]:
+        """The ranges :meth:`put_in_flight` remembered (and :meth:`forget_in_flight` did not
+        forget)."""
+        self._settle()
+        return [
+            (str(t), int(p), int(a), int(b), str(e))
+            for t, p, a, b, e in self._db.execute("SELECT * FROM in_flight")
+        ]
+
+    def forget_in_flight(self, topic: str, partition: int) -> None:
+        """Drop the in-flight range of one input partition."""
+        self._settle()
+        with self._transaction():
+            self._db.execute(
+                "DELETE FROM in_flight WHERE in_topic = ? AND in_partition = ?", (topic, partition)
+            )
 
     def count(self) -> int:
         """Series held, counting what a background write is writing (without waiting)."""
