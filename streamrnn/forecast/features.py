@@ -25,7 +25,19 @@ the engine drops duplicate and out-of-order points before the scan, with a reaso
 * a series' first point: gap = 1 s nominal, typical interval = the gap, value features 0;
   it is not forecast (no previous value) and does not update the typical interval or the
   step scale;
-* a huge gap: ``log_gap_ratio`` is clipped to ±10, ``gap_flag`` is set.
+* a huge gap: ``log_gap_ratio`` is clipped to ±10, ``gap_flag`` is set;
+* a value of huge magnitude: values are clamped to ±:data:`VALUE_LIMIT` (1e30, in the
+  series' own units) before they reach any per-series state (:func:`clamp_values`; the
+  engine's two paths and :func:`scan` do it). Within that range every derived quantity is
+  finite whatever the values: a deviation or change is at most 2e30, the normaliser's
+  variance and the step variance (EW means of squares of those) at most 4e60, the level
+  spread and step scale between 1e-8 and 2e30, so the normalised inputs are finite before
+  they are clipped to ±:data:`INPUT_CLIP`. A finite value of any magnitude (up to
+  ±1.8e308, down to denormals) thus never leaves a series' features non-finite. Tiny values
+  need nothing: the spreads are floored (1e-6 + 1e-4 |mean| for the level, a hundredth of
+  that for the step scale). The engine scores a point beyond the limit as if it were at
+  the limit and does not learn it (unless ``max_skipped_points`` of them come in a row:
+  :mod:`streamrnn.scoring.chain`), so one absurd value leaves the series as it was.
 
 :func:`scan` walks a (K series × T points) grid column by column, vectorised over series,
 and advances the per-series :class:`FeatureState` (normaliser, typical interval, last point).
@@ -51,9 +63,11 @@ __all__ = [
     "TIME_FEATURE_COUNT",
     "VALUE_FEATURES",
     "VALUE_FEATURE_COUNT",
+    "VALUE_LIMIT",
     "FeatureGrid",
     "FeatureState",
     "PointFeatures",
+    "clamp_values",
     "learn_point",
     "point_features",
     "scan",
@@ -70,6 +84,11 @@ GAP_FACTOR = 3.0
 INPUT_CLIP = 20.0
 #: Weight of the newest gap in a series' running mean log-interval.
 GAP_ALPHA = 0.05
+#: Values are clamped to this magnitude (value units) before they reach any series state:
+#: far above any metric (a 64-bit counter ends at 1.8e19, the decoder's default bound is
+#: 1e15), and low enough that squares of differences (4e60) are finite in float64 and
+#: differences (2e30) in float32 (level novelty's columns). See the module docstring.
+VALUE_LIMIT = 1e30
 
 TIME_FEATURES = ("log_gap_ratio", "log_gap", "gap_flag", "tod_sin", "tod_cos", "dow_sin", "dow_cos")
 TIME_FEATURE_COUNT = len(TIME_FEATURES)
@@ -107,6 +126,13 @@ def time_features(ts_s: FloatArray, gap_s: FloatArray, typical_gap_s: FloatArray
     out[..., 5] = np.sin(week_phase)
     out[..., 6] = np.cos(week_phase)
     return out
+
+
+def clamp_values(values: FloatArray) -> FloatArray:
+    """``values`` clamped to ±:data:`VALUE_LIMIT` (NaN stays NaN), as every feature
+    function expects them."""
+    clamped: FloatArray = np.clip(values, -VALUE_LIMIT, VALUE_LIMIT)
+    return clamped
 
 
 def step_scale_of(step_var: FloatArray, level_scale: FloatArray, count: FloatArray) -> FloatArray:
@@ -186,7 +212,8 @@ class PointFeatures:
 
 
 def point_features(s: FeatureState, ts: FloatArray, values: FloatArray) -> PointFeatures:
-    """Features of one point of each series, (K,) ``ts`` (epoch s) and ``values``."""
+    """Features of one point of each series, (K,) ``ts`` (epoch s) and ``values`` (within
+    ±:data:`VALUE_LIMIT`: see :func:`clamp_values`)."""
     has_prev = s.count > 0
     gap = np.where(has_prev, ts - s.last_ts, 1.0)
     typical = np.where(s.gap_count > 0, np.exp(s.log_gap_mean), gap)
@@ -216,7 +243,8 @@ def learn_point(
     learn: BoolArray,
     normaliser_alpha: float,
 ) -> FeatureState:
-    """The state after learning one point per series where ``learn`` is true.
+    """The state after learning one point per series where ``learn`` is true (``values``
+    within ±:data:`VALUE_LIMIT`: see :func:`clamp_values`).
 
     A series whose point is not learned (padding, or an anomaly the engine chose not to
     learn from) keeps its state exactly, as if the point had not arrived.
@@ -258,8 +286,10 @@ def scan(
     """Features of every active point of a (K, T) grid, and the state after them.
 
     Points of a row are in time order; inactive cells (padding) change nothing. Every
-    active point is learned (training has no notion of anomalies).
+    active point is learned (training has no notion of anomalies), its value clamped to
+    ±:data:`VALUE_LIMIT`.
     """
+    values = clamp_values(values)
     k, t_max = ts.shape
     inputs = np.zeros((k, t_max, INPUT_SIZE), dtype=np.float32)
     target = np.zeros((k, t_max, TIME_FEATURE_COUNT), dtype=np.float32)
