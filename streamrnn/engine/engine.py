@@ -16,6 +16,11 @@ One call of :meth:`Engine.process` handles one polled batch:
 With single-point messages T is 1: one forecast call and one advance call per batch.
 The engine is the same whether points come from Kafka or from files; it knows nothing of
 Kafka. Its only torch use is the model step.
+
+Any finite value is safe: values are clamped to ±1e30 (value units) before they reach a
+series' state, and a point beyond that is scored but not learned, so one absurd value cannot
+leave a series' forecasts or scores non-finite (:mod:`streamrnn.forecast.features`,
+:mod:`streamrnn.scoring.chain`; both paths, the fused kernel and the column path, alike).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from streamrnn.arrays import FloatArray, Int8Array, IntArray
 from streamrnn.decode import DecodedMessage, Rejection
 from streamrnn.engine.fused import MIN_SEEN_TO_SCORE, FusedStepper, StepOutput
 from streamrnn.engine.series_table import SeriesTable
-from streamrnn.forecast.features import FeatureState, learn_point, point_features
+from streamrnn.forecast.features import FeatureState, clamp_values, learn_point, point_features
 from streamrnn.forecast.gru import RecurrentForecaster
 from streamrnn.forecast.multistep import Horizon, rollout
 from streamrnn.scoring.chain import ScoringChain
@@ -391,6 +396,9 @@ class Engine:
         grid_ts = np.zeros((k, t_max))
         grid_val = np.zeros((k, t_max))
         grid_ts[row, col], grid_val[row, col] = ts, values
+        # Features, forecasts and residuals see values clamped to ±VALUE_LIMIT; the chain
+        # gets them as they arrived (it holds those beyond the limit out of learning).
+        grid_clamped = clamp_values(grid_val)
         tbl = self.table
 
         # Gather.
@@ -422,7 +430,7 @@ class Engine:
                 # Per group: how many of its rows (ascending) are in the active prefix.
                 live = {g: (rows, int(np.searchsorted(rows, kj))) for g, rows in members.items()}
                 now = FeatureState(*(getattr(features, name)[:kj] for name in names))
-                col_ts, col_val = grid_ts[:kj, j], grid_val[:kj, j]
+                col_ts, col_val = grid_ts[:kj, j], grid_clamped[:kj, j]
                 f = point_features(now, col_ts, col_val)
                 t1 = clock()
                 target = torch.from_numpy(f.target)
@@ -441,7 +449,8 @@ class Engine:
                 spread = np.where(has_forecast, f.scale * np.exp(0.5 * log_var[:kj]), np.nan)
                 raw = standardised_residual(col_val, forecast, spread)
                 raw = np.where(f.seen_before >= MIN_SEEN_TO_SCORE, raw, np.nan)
-                step = self.chain.step(slots[:kj], raw, f.seen_before, col_ts, col_val)
+                arrived = grid_val[:kj, j]
+                step = self.chain.step(slots[:kj], raw, f.seen_before, col_ts, arrived)
                 out_forecast[:kj, j], out_spread[:kj, j] = forecast, spread
                 out_scale[:kj, j] = f.scale
                 out_score[:kj, j], out_armed[:kj, j] = step.score, step.armed_score

@@ -159,6 +159,7 @@ class FusedStepper:
                 novelty.half_life_s if novelty is not None else 1.0,
                 novelty.cooldown_factor if novelty is not None else 0.0,
                 seasonal.BINS,
+                feat.VALUE_LIMIT,
             ],
             dtype=np.float64,
         )

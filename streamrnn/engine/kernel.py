@@ -20,6 +20,12 @@ in place, indexed by slot. The model runs in float32 like torch, with another su
 order, so forecasts agree with the reference path to about 1e-6 relative, not bit for bit;
 ``tests/unit/test_fused_kernel.py`` holds the two paths together.
 
+Values of any finite magnitude are safe, as on the reference path: each is clamped to ±1e30
+(``VALUE_LIMIT`` of :mod:`streamrnn.forecast.features`, passed in ``params``) before anything
+uses it, which keeps every derived quantity finite, and a point beyond the limit is held out
+of learning like an anomaly and never learned by the level novelty or the seasonal profile
+(:mod:`streamrnn.scoring.chain`). ``tests/unit/test_engine_extreme_values.py`` checks both.
+
 Pure numpy/numba; knows nothing of Kafka or torch.
 """
 
@@ -88,6 +94,16 @@ def _score_from_log10_tail(decades: float) -> float:
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _clip(x: float, low: float, high: float) -> float:
     return min(max(x, low), high)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _clamp(x: float, limit: float) -> float:
+    """``x`` clamped to [-limit, limit]; NaN stays NaN (as ``np.clip``)."""
+    if x > limit:
+        return limit
+    if x < -limit:
+        return -limit
+    return x
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -231,7 +247,13 @@ def step_batch(
     calibrator parameters a and b (likelihood: short/long alpha; tail: alpha, unused; evt:
     quantile, rate alpha), warning, critical and clear thresholds, min hits, window points,
     cooldown points, cooldown seconds, novelty min, novelty half-life (s), novelty cooldown
-    factor, seasonal bins. See :class:`streamrnn.engine.fused.FusedStepper` for the packing.
+    factor, seasonal bins, value limit. See :class:`streamrnn.engine.fused.FusedStepper` for
+    the packing.
+
+    Values are clamped to ± the value limit before anything uses them, and a point beyond it
+    is held out of learning like an anomaly and never learned by the level novelty or the
+    seasonal profile (:func:`streamrnn.forecast.features.clamp_values`,
+    :mod:`streamrnn.scoring.chain`).
     """
     gap_factor = params[0]
     input_clip = params[1]
@@ -255,6 +277,7 @@ def step_batch(
     half_life_s = params[19]
     cooldown_factor = params[20]
     bins = int(params[21])
+    value_limit = params[22]
 
     layers = w_hh_t.shape[1]
     hidden = w_hh_t.shape[2]
@@ -312,9 +335,9 @@ def step_batch(
                 i = active[a]
                 s = act_slot[a]
                 p = act_point[a]
-                # features (forecast.features.point_features)
+                # features (forecast.features.point_features), of the clamped value
                 t = ts[p]
-                v = values[p]
+                v = _clamp(values[p], value_limit)
                 count = f_count[s]
                 mean = f_mean[s]
                 var = f_var[s]
@@ -379,7 +402,8 @@ def step_batch(
                 s = act_slot[a]
                 p = act_point[a]
                 t = ts[p]
-                v = values[p]
+                v = _clamp(values[p], value_limit)
+                beyond = abs(values[p]) > value_limit
                 count = f_count[s]
                 mean = f_mean[s]
                 var = f_var[s]
@@ -415,7 +439,7 @@ def step_batch(
                     ready = season_first_day[s, b] < day and season_overall_count[s] >= 10
                     if ready:
                         raw = raw / max(1.0, season_mag[s, b] / max(overall, 1e-9))
-                    if math.isfinite(original):
+                    if math.isfinite(original) and not beyond:
                         magnitude = min(abs(original), 50.0)
                         season_first_day[s, b] = min(
                             float(season_first_day[s, b]), _clip(day, 0.0, 65534.0)
@@ -477,7 +501,7 @@ def step_batch(
                         and last_dev > 0
                         and deviation >= cooldown_factor * last_dev
                     )
-                    if math.isfinite(v):
+                    if math.isfinite(v) and not beyond:
                         mad = float(nov_mad[s])
                         n_count = float(nov_count[s]) + 1.0
                         first = n_count == 1.0
@@ -533,10 +557,11 @@ def step_batch(
 
                 # -- learning policy (scoring.chain) -----------------------------------------------
                 skipped = skipped_run[s]
-                skip = (not learn_anomalies) and hit and skipped < max_skipped
+                held = beyond or (hit and not learn_anomalies)
+                skip = held and skipped < max_skipped
                 if skip:
                     skipped_run[s] = skipped + 1
-                elif not hit:
+                elif not (hit or beyond):
                     skipped_run[s] = 0
                 learn = not skip
                 if learn and finite:

@@ -14,6 +14,19 @@
   (:mod:`streamrnn.scoring.novelty`); scores, hits and learning are unchanged. During the
   cooldown, a point ``novelty_cooldown_factor`` times as far out as the last alert may
   still open one.
+* **Values beyond the representable range** (|value| > 1e30 in the series' units,
+  ``VALUE_LIMIT`` of :mod:`streamrnn.forecast.features`; the decoder rejects far smaller
+  ones by default, but ``streamrnn evaluate`` and tests feed the engine directly): the
+  point is forecast and scored as if its value were ±1e30, so after warm-up it alerts, and
+  it is *held out of learning* as a hit is (whether or not ``learn_from_anomalies``), up to
+  ``max_skipped_points`` in a row; after that the series learns the clamped values, so a
+  series that lives out there still gets forecasts. Level novelty and the seasonal profile
+  never learn such a point (novelty's envelopes would otherwise make every later excursion
+  look ordinary for months). Together with the clamp in :mod:`streamrnn.forecast.features`
+  this keeps every per-series statistic finite for a value of any finite magnitude, and a
+  single absurd value during warm-up (say 1e308 at a series' 10th point) leaves the series
+  as if it had not arrived; after warm-up it raises one alert (the alert rule's state
+  records it) and the next point is forecast and scored as before it.
 
 Pure numpy; knows nothing of Kafka or torch.
 """
@@ -27,6 +40,7 @@ import numpy as np
 from streamrnn.arrays import BoolArray, FloatArray, Int8Array, IntArray
 from streamrnn.config import ScoringConfig
 from streamrnn.engine.series_table import SeriesTable
+from streamrnn.forecast.features import VALUE_LIMIT, clamp_values
 from streamrnn.scoring.alert_rule import AlertRule
 from streamrnn.scoring.base import Calibrator
 from streamrnn.scoring.evt import EVTCalibrator
@@ -92,17 +106,23 @@ class ScoringChain:
     ) -> ChainStep:
         """Score one point per slot (distinct slots), decide alerts, and learn the scores of
         the points that may be learned. ``seen_before``: points the series had seen;
-        ``value``: the points' values (needed for level novelty, else ignored)."""
+        ``value``: the points' values as they arrived, not clamped (needed for level novelty
+        and to hold values beyond ``VALUE_LIMIT`` out of learning, else ignored)."""
         assert self._table is not None, "bind() first"
+        beyond = np.zeros(len(slots), dtype=bool)
+        if value is not None:
+            beyond = np.abs(value) > VALUE_LIMIT
+            value = clamp_values(value)
         warm = seen_before >= self.warmup_points
         if self.seasonal is not None and ts is not None:
             original = raw
             raw = self.seasonal.deflate(slots, raw, ts)
-            self.seasonal.learn(slots, original, ts)
+            self.seasonal.learn(slots, np.where(beyond, np.nan, original), ts)
         score = np.where(warm, self.calibrator.score(slots, raw), 0.0)
         if self.novelty is not None and value is not None and ts is not None:
             # Every point widens the envelopes, anomalous or not: a repeat is not novel.
-            judged = self.novelty.step(slots, value, ts)
+            # ... except values beyond the representable range (see the module docstring).
+            judged = self.novelty.step(slots, value, ts, learn=~beyond)
             decision = self.rule.step(slots, score, ts, judged.eligible, judged.skip_cooldown)
             opened = (decision.severity > 0) & decision.armed
             self.novelty.note_alerts(slots, judged.deviation, opened)
@@ -110,13 +130,12 @@ class ScoringChain:
             decision = self.rule.step(slots, score, ts)
         skipped_col = self._table.column("skipped_run")
         skipped = skipped_col[slots]
-        if self.learn_from_anomalies:
-            skip = np.zeros(len(slots), dtype=bool)
-        else:
-            skip = decision.hit & (skipped < self.max_skipped_points)
+        held = beyond if self.learn_from_anomalies else beyond | decision.hit
+        skip = held & (skipped < self.max_skipped_points)
         # The run of hits continues through learned hits; only a non-hit ends it, so a lasting
         # change keeps being learned once max_skipped_points have been skipped.
-        skipped_col[slots] = np.where(skip, skipped + 1, np.where(decision.hit, skipped, 0))
+        run = decision.hit | beyond
+        skipped_col[slots] = np.where(skip, skipped + 1, np.where(run, skipped, 0))
         learn: BoolArray = ~skip
         self.calibrator.learn(slots[learn], raw[learn])
         return ChainStep(

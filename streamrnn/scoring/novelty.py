@@ -23,6 +23,12 @@ excursion than the one alerted is a new event, not a repeat). A series' first
 deviation on a side (empty envelope) is infinitely novel. Everything is vectorised over
 series, six numbers per series.
 
+The deviations, envelopes and the last alert's deviation are float32 (value units, at most
+3.4e38): the chain hands this values clamped to ±1e30, so they stay below 2e30, and it does
+not let this learn a value beyond that limit at all (``learn`` of :meth:`LevelNovelty.step`;
+see :mod:`streamrnn.scoring.chain`), or one absurd value would widen the envelopes so far that
+no later excursion would be novel for months (the half-life is a week by default).
+
 Pure numpy; knows nothing of Kafka or torch.
 """
 
@@ -100,9 +106,12 @@ class LevelNovelty:
         """Points novel enough to alert (a series younger than MIN_LEARNED: all)."""
         return self._eligible(slots, self.novelty(slots, value, ts))
 
-    def step(self, slots: IntArray, value: FloatArray, ts: FloatArray) -> NoveltyStep:
+    def step(
+        self, slots: IntArray, value: FloatArray, ts: FloatArray, learn: BoolArray | None = None
+    ) -> NoveltyStep:
         """Judge one point per slot, then learn it: what :meth:`eligible`,
-        :meth:`outgrows_last_alert` and :meth:`learn` do, with the envelopes decayed once."""
+        :meth:`outgrows_last_alert` and :meth:`learn` do, with the envelopes decayed once.
+        ``learn``: the points to learn (None: all)."""
         assert self._table is not None, "bind() first"
         up, down = self._envelopes(slots, ts)
         signed = value - self._table.column("nov_centre")[slots]
@@ -113,7 +122,7 @@ class LevelNovelty:
             deviation=deviation,
             skip_cooldown=self.outgrows_last_alert(slots, deviation),
         )
-        self._learn(slots, value, ts, up, down)
+        self._learn(slots, value, ts, up, down, learn)
         return judged
 
     def _eligible(self, slots: IntArray, novelty: FloatArray) -> BoolArray:
@@ -143,11 +152,19 @@ class LevelNovelty:
         self._learn(slots, value, ts, up, down)
 
     def _learn(
-        self, slots: IntArray, value: FloatArray, ts: FloatArray, up: FloatArray, down: FloatArray
+        self,
+        slots: IntArray,
+        value: FloatArray,
+        ts: FloatArray,
+        up: FloatArray,
+        down: FloatArray,
+        learn: BoolArray | None = None,
     ) -> None:
-        """:meth:`learn` with the envelopes already decayed to ``ts``."""
+        """:meth:`learn` with the envelopes already decayed to ``ts`` (only ``learn``)."""
         assert self._table is not None, "bind() first"
         ok = np.isfinite(value)
+        if learn is not None:
+            ok &= learn
         slots, value, ts, up, down = slots[ok], value[ok], ts[ok], up[ok], down[ok]
         tbl = self._table
         centre = tbl.column("nov_centre")[slots]
