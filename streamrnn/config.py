@@ -175,6 +175,18 @@ class ConsumeConfig(_Section):
     max_age_s: float | None = Field(None, gt=0)
     #: Reject messages with top-level keys outside the schema (else they are ignored).
     reject_unknown_fields: bool = False
+    #: Values larger than this in magnitude are rejected (value_out_of_range): beyond 2**53
+    #: (about 9e15) a float64 no longer holds every integer, so no metric of interest lives
+    #: there. None: any finite value is accepted.
+    max_abs_value: float | None = Field(1e15, gt=0)
+    #: Labels of a message beyond any of these limits reject it (bad_labels): entries, the
+    #: characters of a key and of a value, and the bytes of their compact JSON encoding
+    #: (``{"host":"web-1"}`` is 16), which is what a series keeps in memory and copies into
+    #: its alerts and changelog records.
+    max_labels: int = Field(32, ge=0, le=10_000)
+    max_label_key_chars: int = Field(128, ge=1, le=65_536)
+    max_label_value_chars: int = Field(1024, ge=1, le=1_048_576)
+    max_labels_bytes: int = Field(4096, ge=2, le=1_048_576)
 
 
 class DeliveryConfig(_Section):

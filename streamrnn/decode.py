@@ -7,10 +7,13 @@ Two message forms are accepted (see README, "Input schema"):
   ``{"series": "...", "points": [[ts, value], ...], "labels": {...}}``
 
 ``ts`` is epoch seconds (int or float) or an ISO-8601 string (``Z`` or an offset; a naive
-time is taken as UTC). ``labels`` is optional: a flat mapping of strings, passed through to
-alerts. Extra top-level keys are ignored, or rejected with ``consume.reject_unknown_fields``;
-timestamps outside the window :class:`DecodeRules` gives (wall clock minus
-``consume.max_age_s``, plus ``consume.max_future_s``) are rejected.
+time is taken as UTC), between :data:`MIN_TS_S` and :data:`MAX_TS_S` (1970-01-01T00:00:00Z
+to 9999-12-31T23:59:59Z), whatever the rules. ``value`` is a finite number, at most
+``consume.max_abs_value`` in magnitude. ``labels`` is optional: a flat mapping of strings,
+passed through to alerts, bounded in count, key and value length and encoded size
+(``consume.max_labels*``). Extra top-level keys are ignored, or rejected with
+``consume.reject_unknown_fields``; timestamps outside the window :class:`DecodeRules` gives
+(wall clock minus ``consume.max_age_s``, plus ``consume.max_future_s``) are rejected.
 
 A message that cannot be used whole is rejected whole, with a :class:`Rejection` that names a
 machine-readable ``reason`` and a human ``detail``; nothing here raises on bad input. This
@@ -19,23 +22,41 @@ module knows nothing of Kafka or torch.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, cast
 
 import msgspec
 import orjson
 
+if TYPE_CHECKING:
+    from streamrnn.config import ConsumeConfig
+
 __all__ = [
+    "MAX_TS_S",
+    "MIN_TS_S",
     "DecodeRules",
     "DecodedMessage",
     "Rejection",
     "decode_message",
     "decode_messages",
+    "encode_labels",
     "parse_timestamp",
+    "tight_bytes",
 ]
+
+#: Earliest timestamp accepted, whatever the rules: 1970-01-01T00:00:00Z in epoch seconds.
+#: Nothing monitored predates the epoch, a negative epoch is nearly always a bug upstream,
+#: and the seasonal profile counts days from the epoch (clipped at day 0).
+MIN_TS_S = 0.0
+#: Latest timestamp accepted, whatever the rules: 9999-12-31T23:59:59Z in epoch seconds,
+#: the last whole second ``datetime`` can represent (alert times are formatted with it).
+#: A timestamp in milliseconds (1.7e12 today) is beyond it, so it is rejected, not taken
+#: for the year 55,800.
+MAX_TS_S = 253_402_300_799.0
 
 
 class DecodedMessage(NamedTuple):
@@ -56,10 +77,15 @@ class Rejection:
 
     ``reason`` is one of a fixed set of codes (``oversized``, ``not_json``, ``not_object``,
     ``missing_field``, ``bad_series``, ``bad_timestamp``, ``non_numeric_value``,
-    ``non_finite_value``, ``bad_labels``, ``bad_points``, ``unknown_field``,
-    ``ts_in_future``, ``ts_too_old``, ``out_of_order``, ``duplicate_timestamp``,
-    ``series_limit``) so it can be counted and routed;
+    ``non_finite_value``, ``value_out_of_range``, ``bad_labels``, ``bad_points``,
+    ``unknown_field``, ``ts_in_future``, ``ts_too_old``, ``out_of_order``,
+    ``duplicate_timestamp``, ``series_limit``) so it can be counted and routed;
     ``detail`` says what exactly was wrong.
+
+    ``bad_timestamp`` covers a timestamp outside :data:`MIN_TS_S` .. :data:`MAX_TS_S`;
+    ``value_out_of_range`` a value beyond ``consume.max_abs_value``; ``bad_labels`` labels
+    that are not a mapping of strings or exceed a ``consume.max_label*`` limit (the detail
+    names which).
     """
 
     reason: str
@@ -76,39 +102,130 @@ class DecodeRules:
     """What a message must satisfy beyond being well formed.
 
     ``earliest`` and ``latest`` bound the timestamps (epoch seconds; None: unbounded), e.g.
-    the wall clock minus ``consume.max_age_s`` and plus ``consume.max_future_s``;
+    the wall clock minus ``consume.max_age_s`` and plus ``consume.max_future_s``; the range
+    :data:`MIN_TS_S` .. :data:`MAX_TS_S` applies whatever they are.
     ``reject_unknown_fields`` rejects top-level keys other than the schema's.
+    ``max_abs_value`` bounds the magnitude of values (None: any finite value).
+    ``max_labels``, ``max_label_key_chars``, ``max_label_value_chars`` and
+    ``max_labels_bytes`` bound a message's labels: their number, the characters of a key and
+    of a value, and the bytes of their compact JSON encoding (:func:`encode_labels`, the form
+    a series' labels are kept in and copied into its alerts and changelog records).
+
+    The defaults of the limits are those of ``consume`` (:class:`ConsumeConfig`);
+    :meth:`of` builds the rules of a batch from the configuration.
     """
 
     max_bytes: int
     earliest: float | None = None
     latest: float | None = None
     reject_unknown_fields: bool = False
+    max_abs_value: float | None = 1e15
+    max_labels: int = 32
+    max_label_key_chars: int = 128
+    max_label_value_chars: int = 1024
+    max_labels_bytes: int = 4096
+    #: The typed decoders of these limits (built once per distinct limits, then cached).
+    decoders: _Decoders = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        decoders = _decoders(
+            self.max_abs_value,
+            self.max_labels,
+            self.max_label_key_chars,
+            self.max_label_value_chars,
+        )
+        object.__setattr__(self, "decoders", decoders)
+
+    @classmethod
+    def of(cls, consume: ConsumeConfig, now: float) -> DecodeRules:
+        """The rules of ``consume`` for a batch polled at ``now`` (epoch seconds)."""
+        return cls(
+            max_bytes=consume.max_message_bytes,
+            earliest=now - consume.max_age_s if consume.max_age_s is not None else None,
+            latest=now + consume.max_future_s,
+            reject_unknown_fields=consume.reject_unknown_fields,
+            max_abs_value=consume.max_abs_value,
+            max_labels=consume.max_labels,
+            max_label_key_chars=consume.max_label_key_chars,
+            max_label_value_chars=consume.max_label_value_chars,
+            max_labels_bytes=consume.max_labels_bytes,
+        )
 
 
 _Series = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SERIES_CHARS)]
+_Timestamp = Annotated[float, msgspec.Meta(ge=MIN_TS_S, le=MAX_TS_S)]
 
 
-class _FlatPoint(msgspec.Struct, forbid_unknown_fields=True):
-    """The common single point, for the typed fast path (msgspec validates it in C)."""
+class _Decoders(NamedTuple):
+    """msgspec decoders of the common forms (validated in C), for one set of limits."""
 
-    series: _Series
-    ts: float
-    value: float
-    labels: dict[str, str] | None = None
-
-
-class _FlatWindow(msgspec.Struct, forbid_unknown_fields=True):
-    """The common window of numeric points, for the typed fast path."""
-
-    series: _Series
-    points: Annotated[list[tuple[float, float]], msgspec.Meta(min_length=1)]
-    labels: dict[str, str] | None = None
+    point: msgspec.json.Decoder[Any]
+    window: msgspec.json.Decoder[Any]
+    points: msgspec.json.Decoder[Any]
 
 
-_POINT = msgspec.json.Decoder(_FlatPoint)
-_WINDOW = msgspec.json.Decoder(_FlatWindow)
-_POINTS = msgspec.json.Decoder(list[_FlatPoint])
+@functools.lru_cache(maxsize=8)
+def _decoders(
+    max_abs_value: float | None, max_labels: int, key_chars: int, value_chars: int
+) -> _Decoders:
+    """The typed fast paths: the common single point and window of plain numbers, with every
+    limit but the labels' encoded size checked by msgspec in C. A message they refuse takes
+    the general walk, which says exactly what is wrong."""
+    value: Any = (
+        float
+        if max_abs_value is None
+        else Annotated[float, msgspec.Meta(ge=-max_abs_value, le=max_abs_value)]
+    )
+    labels: Any = Annotated[
+        dict[
+            Annotated[str, msgspec.Meta(max_length=key_chars)],
+            Annotated[str, msgspec.Meta(max_length=value_chars)],
+        ],
+        msgspec.Meta(max_length=max_labels),
+    ]
+    point = msgspec.defstruct(
+        "FlatPoint",
+        [
+            ("series", _Series),
+            ("ts", _Timestamp),
+            ("value", value),
+            ("labels", labels | None, None),
+        ],
+        forbid_unknown_fields=True,
+    )
+    pairs = Annotated[list[tuple[_Timestamp, value]], msgspec.Meta(min_length=1)]
+    window = msgspec.defstruct(
+        "FlatWindow",
+        [("series", _Series), ("points", pairs), ("labels", labels | None, None)],
+        forbid_unknown_fields=True,
+    )
+    return _Decoders(
+        msgspec.json.Decoder(point),
+        msgspec.json.Decoder(window),
+        msgspec.json.Decoder(list[point]),  # type: ignore[valid-type]
+    )
+
+
+#: Encoded labels up to this size are kept as the encoder made them (the small-object
+#: allocator's realloc keeps them within 25 % of their size); larger ones are copied into an
+#: object of their exact size: shrinking the encoder's buffer in place left a hole of a
+#: quarter to a half of it behind each one (5,430 bytes held per 4,096-byte labels).
+_COPY_LABELS_OVER = 512
+
+_LABELS_ENCODER = msgspec.json.Encoder()
+
+
+def encode_labels(labels: dict[str, str]) -> bytes:
+    """``labels`` as compact JSON (``{"host":"web-1"}``), the size ``max_labels_bytes``
+    bounds, in a bytes object that holds no more memory than it needs."""
+    return tight_bytes(_LABELS_ENCODER.encode(labels))
+
+
+def tight_bytes(raw: bytes) -> bytes:
+    """``raw``, copied into an object of its exact size when it is large enough for its
+    allocation to have been left larger (see :func:`encode_labels`), to be kept long."""
+    return raw if len(raw) <= _COPY_LABELS_OVER else bytes(memoryview(raw))
+
 
 #: Between two messages when a batch is decoded as one JSON array. JSON strings cannot
 #: hold a raw newline, so no string can run from one message into the next.
@@ -119,8 +236,8 @@ KNOWN_FIELDS = frozenset({"series", "ts", "value", "points", "labels"})
 
 
 def decode_message(raw: bytes | None, rules: DecodeRules | int) -> DecodedMessage | Rejection:
-    """Decode one message value under ``rules`` (an int: just the size limit, in bytes);
-    never raises on bad input."""
+    """Decode one message value under ``rules`` (an int: just the size limit, in bytes, and
+    the default limits); never raises on bad input."""
     if isinstance(rules, int):
         rules = DecodeRules(rules)
     decoded = _decode(raw, rules)
@@ -179,7 +296,8 @@ def _decode_points(
     if None in raws:
         return None
     messages = cast(Sequence[bytes], raws)  # no None: tested above
-    if max(map(len, messages)) > rules.max_bytes:
+    longest = max(map(len, messages))
+    if longest > rules.max_bytes:
         return None
     if not all(m[:1] == b"{" and m[-1:] == b"}" for m in messages):
         return None
@@ -187,17 +305,25 @@ def _decode_points(
     if b'"points"' in joined:
         return None
     try:
-        points = _POINTS.decode(b"[" + joined + b"]")
+        points = rules.decoders.points.decode(b"[" + joined + b"]")
     except msgspec.DecodeError:
         return None
     if len(points) != len(messages):
         return None
     lo = -math.inf if rules.earliest is None else rules.earliest
     hi = math.inf if rules.latest is None else rules.latest
+    if longest <= rules.max_labels_bytes:  # no message's labels can encode to more
+        return [
+            DecodedMessage(p.series, [p.ts], [p.value], p.labels)
+            if lo <= p.ts <= hi
+            else decode_message(raw, rules)  # says which bound, exactly
+            for p, raw in zip(points, messages, strict=True)
+        ]
+    most = rules.max_labels_bytes
     return [
         DecodedMessage(p.series, [p.ts], [p.value], p.labels)
-        if lo <= p.ts <= hi
-        else decode_message(raw, rules)  # says which bound, exactly
+        if lo <= p.ts <= hi and (p.labels is None or len(raw) <= most)
+        else decode_message(raw, rules)  # says which bound, or checks the labels' size
         for p, raw in zip(points, messages, strict=True)
     ]
 
@@ -209,22 +335,32 @@ def _decode(raw: bytes | None, rules: DecodeRules) -> DecodedMessage | Rejection
     if len(raw) > max_bytes:
         return Rejection("oversized", f"message is {len(raw)} bytes, limit is {max_bytes}")
     # Fast path: a well-formed point or window of plain numbers, typed and validated by
-    # msgspec in one C call (JSON numbers are finite or out of range, never NaN). Anything
-    # else (ISO timestamps, unknown fields, any error) takes the general walk below, which
-    # says exactly what is wrong.
+    # msgspec in one C call (JSON numbers are finite or out of range, never NaN; timestamps,
+    # values and labels within their limits). Anything else (ISO timestamps, unknown
+    # fields, any error) takes the general walk below, which says exactly what is wrong.
     # The form is told by the "points" key, so neither decoder fails on the other's
     # messages (a label value "points" only sends a point to the general walk).
     try:
         if b'"points"' not in raw:
-            point = _POINT.decode(raw)
-            return DecodedMessage(point.series, [point.ts], [point.value], point.labels)
-        window = _WINDOW.decode(raw)
-        pairs = window.points
-        return DecodedMessage(
-            window.series, [p[0] for p in pairs], [p[1] for p in pairs], window.labels
-        )
+            point = rules.decoders.point.decode(raw)
+            decoded = DecodedMessage(point.series, [point.ts], [point.value], point.labels)
+        else:
+            window = rules.decoders.window.decode(raw)
+            pairs = window.points
+            decoded = DecodedMessage(
+                window.series, [p[0] for p in pairs], [p[1] for p in pairs], window.labels
+            )
     except msgspec.DecodeError:
         pass
+    else:
+        # The labels' encoded size is all msgspec has not checked; it is at most the
+        # message's (a string's JSON escapes are never longer than the input's).
+        if decoded.labels is None or len(raw) <= rules.max_labels_bytes:
+            return decoded
+        problem = _labels_problem(decoded.labels, rules)
+        if problem is None:
+            return decoded
+        return Rejection("bad_labels", problem, decoded.series)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -251,28 +387,56 @@ def _decode(raw: bytes | None, rules: DecodeRules) -> DecodedMessage | Rejection
         )
 
     labels = doc.get("labels")
-    if labels is not None and not (
-        isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())
-    ):
-        return Rejection("bad_labels", "'labels' must be a mapping of strings", series)
+    if labels is not None:
+        problem = _labels_problem(labels, rules)
+        if problem is not None:
+            return Rejection("bad_labels", problem, series)
 
     if "points" in doc:
-        return _decode_window(series, doc["points"], labels)
+        return _decode_window(series, doc["points"], labels, rules.max_abs_value)
 
-    for field in ("ts", "value"):
-        if field not in doc:
-            return Rejection("missing_field", f"missing field '{field}'", series)
+    for name in ("ts", "value"):
+        if name not in doc:
+            return Rejection("missing_field", f"missing field '{name}'", series)
     ts = parse_timestamp(doc["ts"])
     if isinstance(ts, str):
         return Rejection("bad_timestamp", ts, series)
-    value = _parse_value(doc["value"])
+    value = _parse_value(doc["value"], rules.max_abs_value)
     if isinstance(value, Rejection):
         return Rejection(value.reason, value.detail, series)
     return DecodedMessage(series, [ts], [value], labels)
 
 
+def _labels_problem(labels: Any, rules: DecodeRules) -> str | None:
+    """What is wrong with ``labels`` (not None) under ``rules``, or None."""
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        return "'labels' must be a mapping of strings"
+    if len(labels) > rules.max_labels:
+        return (
+            f"'labels' has {len(labels)} entries, limit is {rules.max_labels} (consume.max_labels)"
+        )
+    for key, value in labels.items():
+        if len(key) > rules.max_label_key_chars:
+            return (
+                f"'labels': key {_preview(key)} is {len(key)} characters, limit is"
+                f" {rules.max_label_key_chars} (consume.max_label_key_chars)"
+            )
+        if len(value) > rules.max_label_value_chars:
+            return (
+                f"'labels': the value of {_preview(key)} is {len(value)} characters, limit is"
+                f" {rules.max_label_value_chars} (consume.max_label_value_chars)"
+            )
+    size = len(_LABELS_ENCODER.encode(labels))
+    if size > rules.max_labels_bytes:
+        return (
+            f"'labels' encode to {size} bytes of JSON, limit is {rules.max_labels_bytes}"
+            " (consume.max_labels_bytes)"
+        )
+    return None
+
+
 def _decode_window(
-    series: str, points: Any, labels: dict[str, str] | None
+    series: str, points: Any, labels: dict[str, str] | None, max_abs_value: float | None
 ) -> DecodedMessage | Rejection:
     if not isinstance(points, list) or not points:
         return Rejection("bad_points", "'points' must be a non-empty list of [ts, value]", series)
@@ -288,7 +452,7 @@ def _decode_window(
         ts = parse_timestamp(point[0])
         if isinstance(ts, str):
             return Rejection("bad_timestamp", f"points[{i}]: {ts}", series)
-        value = _parse_value(point[1])
+        value = _parse_value(point[1], max_abs_value)
         if isinstance(value, Rejection):
             return Rejection(value.reason, f"points[{i}]: {value.detail}", series)
         ts_out.append(ts)
@@ -297,7 +461,8 @@ def _decode_window(
 
 
 def parse_timestamp(ts: Any) -> float | str:
-    """Epoch seconds from a number or an ISO-8601 string; an error message (str) if neither."""
+    """Epoch seconds from a number or an ISO-8601 string, within :data:`MIN_TS_S` ..
+    :data:`MAX_TS_S`; an error message (str) if neither or outside."""
     if isinstance(ts, bool):
         return f"'ts' must be epoch seconds or ISO-8601, got {_preview(ts)}"
     if isinstance(ts, int | float):
@@ -314,15 +479,27 @@ def parse_timestamp(ts: Any) -> float | str:
         return f"'ts' must be epoch seconds or ISO-8601, got {_preview(ts)}"
     if not math.isfinite(seconds):
         return f"'ts' is not finite: {_preview(ts)}"
+    if not MIN_TS_S <= seconds <= MAX_TS_S:
+        shown = _preview(ts) if not isinstance(ts, str) else f"{_preview(ts)} ({seconds!r})"
+        hint = "; milliseconds? 'ts' is in seconds" if MAX_TS_S < seconds <= MAX_TS_S * 1000 else ""
+        return (
+            f"'ts' {shown} is outside the representable range {MIN_TS_S:.0f} .."
+            f" {MAX_TS_S:.0f} epoch seconds (1970-01-01T00:00:00Z .. 9999-12-31T23:59:59Z)" + hint
+        )
     return seconds
 
 
-def _parse_value(value: Any) -> float | Rejection:
+def _parse_value(value: Any, max_abs_value: float | None) -> float | Rejection:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return Rejection("non_numeric_value", f"'value' must be a number, got {_preview(value)}")
     number = float(value)
     if not math.isfinite(number):
         return Rejection("non_finite_value", f"'value' is not finite: {number}")
+    if max_abs_value is not None and abs(number) > max_abs_value:
+        return Rejection(
+            "value_out_of_range",
+            f"'value' {number!r} is beyond ±{max_abs_value:g} (consume.max_abs_value)",
+        )
     return number
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -312,3 +313,74 @@ def test_config_error_never_shows_a_secret(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(ConfigError, match=r"group\.id") as excinfo:
         load_settings(path)
     assert "s3cret" not in str(excinfo.value)
+
+
+# --- consume: input bounds --------------------------------------------------------------------
+
+
+def test_decode_rules_default_to_the_consume_defaults_and_of_carries_every_limit() -> None:
+    """A DecodeRules built without the configuration (tests, tools) applies the same limits
+    as the daemon's defaults; DecodeRules.of passes each consume setting on."""
+    import dataclasses
+
+    from streamrnn.config import ConsumeConfig
+    from streamrnn.decode import DecodeRules
+
+    defaults = ConsumeConfig()
+    limits = {f.name for f in dataclasses.fields(DecodeRules) if f.init} - {
+        "max_bytes",
+        "earliest",
+        "latest",
+        "reject_unknown_fields",
+    }
+    plain = DecodeRules(max_bytes=1)
+    assert {name: getattr(plain, name) for name in limits} == {
+        name: getattr(defaults, name) for name in limits
+    }
+
+    custom: dict[str, Any] = {
+        "max_abs_value": None,
+        "max_labels": 3,
+        "max_label_key_chars": 4,
+        "max_label_value_chars": 5,
+        "max_labels_bytes": 6,
+    }
+    assert set(custom) == limits
+    consume = ConsumeConfig(
+        max_message_bytes=4096,
+        max_future_s=60,
+        max_age_s=120,
+        reject_unknown_fields=True,
+        **custom,
+    )
+    assert DecodeRules.of(consume, now=1_000.0) == DecodeRules(
+        max_bytes=4096, earliest=880.0, latest=1_060.0, reject_unknown_fields=True, **custom
+    )
+    assert DecodeRules.of(ConsumeConfig(), now=1_000.0).earliest is None
+
+
+def test_consume_bounds_defaults_and_validation() -> None:
+    from streamrnn.config import ConsumeConfig
+
+    consume = ConsumeConfig()
+    assert consume.max_abs_value == 1e15
+    assert (consume.max_labels, consume.max_label_key_chars) == (32, 128)
+    assert (consume.max_label_value_chars, consume.max_labels_bytes) == (1024, 4096)
+    assert ConsumeConfig(max_abs_value=None).max_abs_value is None
+    for bad in (
+        {"max_abs_value": 0},
+        {"max_labels": -1},
+        {"max_label_key_chars": 0},
+        {"max_label_value_chars": 0},
+        {"max_labels_bytes": 1},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ConsumeConfig(**bad)
+
+
+def test_consume_bounds_can_be_set_in_the_file(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "c.yaml", "consume:\n  max_abs_value: null\n  max_labels_bytes: 8192\n"
+    )
+    consume = load_settings(path).consume
+    assert consume.max_abs_value is None and consume.max_labels_bytes == 8192

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -340,3 +341,232 @@ def test_the_flat_point_fast_path_decodes_like_the_general_path(doc: dict[str, o
     fast = decode_message(orjson.dumps(doc), 1 << 20)
     general = decode_message(orjson.dumps({**doc, "extra": 1}), 1 << 20)
     assert fast == general
+
+
+# --- bounds that hold whatever the configuration (issue 19) -----------------------------
+
+from streamrnn.decode import MAX_TS_S, MIN_TS_S, DecodeRules, decode_messages  # noqa: E402
+
+
+def _forms(ts: Any = TS, value: Any = 1.0, **extra: Any) -> dict[str, bytes]:
+    """One point in each form a decode path takes: the single-point fast path, the general
+    walk (an ignored extra key), a window on the fast path, a window on the general walk
+    (an ISO timestamp in another point)."""
+    return {
+        "single": orjson.dumps({"series": "s", "ts": ts, "value": value, **extra}),
+        "single-general": orjson.dumps({"series": "s", "ts": ts, "value": value, "x": 1, **extra}),
+        "window": orjson.dumps({"series": "s", "points": [[ts, value]], **extra}),
+        "window-general": orjson.dumps(
+            {"series": "s", "points": [["1970-01-01T00:00:00Z", 0], [ts, value]], **extra}
+        ),
+    }
+
+
+FORMS = ["single", "single-general", "window", "window-general"]
+
+
+def _on_every_path(raw: bytes, rules: DecodeRules) -> DecodedMessage | Rejection:
+    """Decode ``raw`` alone and in a batch of plain points (the bulk path); both must agree."""
+    alone = decode_message(raw, rules)
+    plain = orjson.dumps({"series": "p", "ts": TS, "value": 1})
+    assert decode_messages([plain, raw, plain], rules)[1] == alone
+    return alone
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(
+    "ts",
+    [
+        pytest.param(MIN_TS_S, id="epoch-0"),
+        pytest.param(0, id="epoch-int-0"),
+        pytest.param(MAX_TS_S, id="9999-12-31T23:59:59Z"),
+        pytest.param("1970-01-01T00:00:00Z", id="iso-min"),
+        pytest.param("9999-12-31T23:59:59Z", id="iso-max"),
+        pytest.param("1970-01-01T01:00:00+01:00", id="iso-min-with-offset"),
+    ],
+)
+def test_timestamps_at_the_representable_bounds_are_accepted(form: str, ts: Any) -> None:
+    result = _on_every_path(_forms(ts)[form], DecodeRules(MAX))
+    assert isinstance(result, DecodedMessage), result
+    assert MIN_TS_S <= result.ts[-1] <= MAX_TS_S
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(
+    "ts",
+    [
+        pytest.param(-1e11, id="year-minus-1199"),
+        pytest.param(-0.001, id="just-before-1970"),
+        pytest.param(-1, id="epoch-int-minus-1"),
+        pytest.param(MAX_TS_S + 0.001, id="just-after-9999"),
+        pytest.param(1e300, id="huge"),
+        pytest.param(-(2**63), id="int64-min"),
+        pytest.param("1969-12-31T23:59:59Z", id="iso-1969"),
+        pytest.param("0001-01-01T00:00:00+14:00", id="iso-year-0-after-conversion"),
+        pytest.param("9999-12-31T23:59:59-14:00", id="iso-year-10000-after-conversion"),
+    ],
+)
+def test_timestamps_outside_the_representable_range_are_bad_whatever_the_rules(
+    form: str, ts: Any
+) -> None:
+    """No max_age_s (a replay) and no future bound: the range still holds."""
+    raw = _forms(ts)[form]
+    for rules in (DecodeRules(MAX), DecodeRules(MAX, earliest=-1e20, latest=1e20)):
+        rejection = _on_every_path(raw, rules)
+        assert isinstance(rejection, Rejection), rejection
+        assert rejection.reason == "bad_timestamp"
+        assert "'ts'" in rejection.detail and "representable" in rejection.detail
+        assert "1970-01-01T00:00:00Z .. 9999-12-31T23:59:59Z" in rejection.detail
+        assert rejection.series == "s"
+        if form.startswith("window"):
+            assert rejection.detail.startswith(f"points[{1 if 'general' in form else 0}]: ")
+
+
+def test_a_timestamp_in_milliseconds_is_bad_not_in_the_future_and_says_so() -> None:
+    rules = DecodeRules(MAX, latest=TS + 86_400)
+    rejection = decode_message(orjson.dumps({"series": "s", "ts": TS * 1000, "value": 1}), rules)
+    assert isinstance(rejection, Rejection) and rejection.reason == "bad_timestamp"
+    assert "milliseconds?" in rejection.detail
+
+
+def test_an_iso_timestamp_out_of_range_shows_the_string_and_its_epoch_seconds() -> None:
+    rejection = _rejected(
+        orjson.dumps({"series": "s", "ts": "0001-01-01T00:00:00+14:00", "value": 1})
+    )
+    assert "'0001-01-01T00:00:00+14:00' (-62135647200.0)" in rejection.detail
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("value", [1e15, -1e15, 10**15, 0.0, -0.0, 123.5])
+def test_values_up_to_max_abs_value_are_accepted(form: str, value: float) -> None:
+    result = _on_every_path(_forms(value=value)[form], DecodeRules(MAX))
+    assert isinstance(result, DecodedMessage), result
+    assert result.values[-1] == value
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(
+    "value", [math.nextafter(1e15, math.inf), -math.nextafter(1e15, math.inf), 10**15 + 1, 1e300]
+)
+def test_values_beyond_max_abs_value_are_out_of_range(form: str, value: float) -> None:
+    rejection = _on_every_path(_forms(value=value)[form], DecodeRules(MAX))
+    assert isinstance(rejection, Rejection), rejection
+    assert rejection.reason == "value_out_of_range"
+    assert "'value'" in rejection.detail and "consume.max_abs_value" in rejection.detail
+    assert rejection.series == "s"
+    if form.startswith("window"):
+        assert rejection.detail.startswith(f"points[{1 if 'general' in form else 0}]: ")
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_max_abs_value_is_configurable_and_none_accepts_any_finite_value(form: str) -> None:
+    small = DecodeRules(MAX, max_abs_value=10.0)
+    assert isinstance(_on_every_path(_forms(value=10)[form], small), DecodedMessage)
+    over = _on_every_path(_forms(value=10.5)[form], small)
+    assert isinstance(over, Rejection) and over.reason == "value_out_of_range"
+    unbounded = DecodeRules(MAX, max_abs_value=None)
+    assert isinstance(_on_every_path(_forms(value=-1.7e308)[form], unbounded), DecodedMessage)
+
+
+def _labels_of_size(size: int, count: int = 1, fill: str = "v") -> dict[str, str]:
+    """``count`` labels whose compact JSON is exactly ``size`` bytes, their values made of
+    ``fill`` (padded with ``v``)."""
+    keys = [f"k{j:02d}" for j in range(count)]
+    room = size - (2 + (count - 1) + 5 * count + sum(map(len, keys)))
+    unit = len(orjson.dumps(fill)) - 2
+    shares = [room // count + (1 if j < room % count else 0) for j in range(count)]
+    labels = {
+        key: fill * (share // unit) + "v" * (share % unit)
+        for key, share in zip(keys, shares, strict=True)
+    }
+    assert len(orjson.dumps(labels)) == size
+    return labels
+
+
+def _label_cases() -> list[Any]:
+    return [
+        pytest.param({f"k{j}": "v" for j in range(32)}, "consume.max_labels", id="32-entries"),
+        pytest.param({"k" * 128: "v"}, "consume.max_label_key_chars", id="key-128-chars"),
+        pytest.param({"é" * 128: "v"}, "consume.max_label_key_chars", id="key-128-non-ascii"),
+        pytest.param({"k": "v" * 1024}, "consume.max_label_value_chars", id="value-1024"),
+        pytest.param({"k": "😀" * 1022}, "consume.max_labels_bytes", id="value-4-byte-chars"),
+        pytest.param(_labels_of_size(4096, 4), "consume.max_labels_bytes", id="4096-bytes"),
+        pytest.param(_labels_of_size(4096, 32), "consume.max_labels_bytes", id="4096-bytes-32"),
+        pytest.param(
+            _labels_of_size(4096, 4, fill="\\"), "consume.max_labels_bytes", id="4096-escaped"
+        ),
+    ]
+
+
+def _one_over(labels: dict[str, str], limit: str) -> dict[str, str]:
+    """``labels`` made one over the ``limit`` they are at."""
+    key, value = next(iter(labels.items()))
+    if limit == "consume.max_labels":
+        return {**labels, "extra": "v"}
+    if limit == "consume.max_label_key_chars":
+        return {key + key[0]: value}
+    if limit == "consume.max_label_value_chars":
+        return {key: value + "v"}
+    return {**labels, key: value + "v"}  # one more byte
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(("labels", "limit"), _label_cases())
+def test_labels_exactly_at_each_limit_are_accepted(
+    form: str, labels: dict[str, str], limit: str
+) -> None:
+    result = _on_every_path(_forms(labels=labels)[form], DecodeRules(MAX))
+    assert isinstance(result, DecodedMessage), result
+    assert result.labels == labels
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(("labels", "limit"), _label_cases())
+def test_labels_one_over_a_limit_are_rejected_naming_it(
+    form: str, labels: dict[str, str], limit: str
+) -> None:
+    over = _one_over(labels, limit)
+    rejection = _on_every_path(_forms(labels=over)[form], DecodeRules(MAX))
+    assert isinstance(rejection, Rejection), rejection
+    assert rejection.reason == "bad_labels"
+    assert "'labels'" in rejection.detail
+    assert limit in rejection.detail, rejection.detail
+    assert rejection.series == "s"
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_label_limits_are_configurable(form: str) -> None:
+    rules = DecodeRules(
+        MAX, max_labels=2, max_label_key_chars=3, max_label_value_chars=4, max_labels_bytes=22
+    )
+    fits = {"abc": "wxyz", "d": "v"}  # {"abc":"wxyz","d":"v"}: 22 bytes
+    assert isinstance(_on_every_path(_forms(labels=fits)[form], rules), DecodedMessage)
+    for over, limit in [
+        ({"a": "1", "b": "2", "c": "3"}, "consume.max_labels"),
+        ({"abcd": "v"}, "consume.max_label_key_chars"),
+        ({"a": "vwxyz"}, "consume.max_label_value_chars"),
+        ({"abc": "wxyz", "d": "vw"}, "consume.max_labels_bytes"),  # 23 bytes
+    ]:
+        rejection = _on_every_path(_forms(labels=over)[form], rules)
+        assert isinstance(rejection, Rejection) and rejection.reason == "bad_labels", over
+        assert limit in rejection.detail
+
+
+def test_bad_labels_are_reported_before_a_bad_value_or_timestamp_on_every_path() -> None:
+    """The fast paths give up on the value or timestamp; the general walk, which says
+    why, checks the labels first: the same reason either way."""
+    big = {"k": "v" * 1025}
+    for doc in (
+        {"series": "s", "ts": TS, "value": 1e16, "labels": big},
+        {"series": "s", "ts": -1, "value": 1, "labels": big},
+    ):
+        rejection = _on_every_path(orjson.dumps(doc), DecodeRules(MAX))
+        assert isinstance(rejection, Rejection) and rejection.reason == "bad_labels"
+
+
+def test_empty_labels_are_within_every_limit() -> None:
+    rules = DecodeRules(MAX, max_labels=0)
+    assert _on_every_path(_forms(labels={})["single"], rules) == DecodedMessage(
+        "s", [float(TS)], [1.0], {}
+    )
+

@@ -105,3 +105,53 @@ def test_random_splits_and_merges_of_valid_messages_agree_with_one_by_one() -> N
         _same_as_one_by_one(raws)
         bulk += all(isinstance(r, DecodedMessage) for r in decode_messages(raws, RULES))
     assert 100 < bulk < 400, bulk  # both the joined decode and the fallback were exercised
+
+
+# --- the bounds of issue 19 in a batch ------------------------------------------------------
+
+
+def test_plain_points_and_points_with_labels_take_the_bulk_path() -> None:
+    from streamrnn.decode import _decode_points
+
+    plain: list[bytes | None] = [_point(i) for i in range(100)]
+    assert _decode_points(plain, RULES) is not None
+    labelled: list[bytes | None] = [_point(i, labels={"host": f"h{i}"}) for i in range(100)]
+    assert _decode_points(labelled, RULES) is not None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        _point(1, labels={f"k{j}": "v" for j in range(33)}),  # one label too many
+        _point(1, labels={"k" * 129: "v"}),
+        _point(1, labels={"k": "v" * 1025}),
+        _point(1, labels={f"k{j}": "v" * 1000 for j in range(5)}),  # over 4,096 bytes
+        orjson.dumps({"series": "x", "ts": TS, "value": 1e16}),
+        orjson.dumps({"series": "x", "ts": -1e11, "value": 1}),
+        orjson.dumps({"series": "x", "ts": 1e12, "value": 1}),
+    ],
+)
+def test_a_message_over_a_bound_in_a_batch_gives_what_it_gives_alone(bad: bytes) -> None:
+    raws: list[bytes | None] = [_point(i) for i in range(5)]
+    batch = [*raws[:2], bad, *raws[2:]]
+    _same_as_one_by_one(batch)
+    assert isinstance(decode_messages(batch, RULES)[2], Rejection)
+
+
+def test_labels_are_sized_in_bulk_only_where_a_message_could_hold_too_many_bytes() -> None:
+    """A batch whose longest message is over max_labels_bytes is still decoded in one
+    call; only its long messages with labels are checked one by one."""
+    from streamrnn.decode import _decode_points
+
+    rules = DecodeRules(max_bytes=1 << 20, max_labels_bytes=64)
+    fits = _point(1, labels={"k": "v" * 40})  # 48 bytes of labels, a longer message
+    over = _point(2, labels={"k": "v" * 60})
+    long_plain = orjson.dumps({"series": "x" * 100, "ts": TS, "value": 1})  # nothing to size
+    raws: list[bytes | None] = [_point(0), fits, over, long_plain]
+    assert all(len(r or b"") > 64 for r in raws[1:])
+    results = _decode_points(raws, rules)
+    assert results is not None
+    assert results == [decode_message(raw, rules) for raw in raws]
+    assert [type(r) for r in results] == [DecodedMessage, DecodedMessage, Rejection, DecodedMessage]
+    rejection = results[2]
+    assert isinstance(rejection, Rejection) and "consume.max_labels_bytes" in rejection.detail
