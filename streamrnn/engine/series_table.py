@@ -8,17 +8,24 @@ computing on whole arrays and scattering the results back. Columns grow by doubl
 Columns whose fill is 0 are allocated zeroed by the OS (``numpy.zeros``): rows not yet used
 are never touched, so they cost address space, not resident memory.
 
+A series' latest labels are kept as their compact JSON (:func:`streamrnn.decode.encode_labels`),
+at most ``consume.max_labels_bytes`` of it (decoding rejects larger ones), and decoded only
+when asked for (an alert). At the largest labels allowed (32 entries, 4,096 bytes) that holds
+4,150 bytes a series where the decoded dict held 6,930; three short labels, 105 against 395.
+
 Knows nothing of Kafka or torch (hidden states are stored as numpy arrays).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import orjson
 
 from streamrnn.arrays import IntArray
+from streamrnn.decode import encode_labels, tight_bytes
 
 __all__ = ["SeriesTable"]
 
@@ -33,7 +40,8 @@ class SeriesTable:
         self.max_series = max_series
         self._slots: dict[str, int] = {}
         self._names: list[str] = []
-        self._labels: list[dict[str, str] | None] = []
+        #: Per slot: the latest labels as compact JSON, or None (none, or empty).
+        self._labels: list[bytes | None] = []
         self._capacity = min(_INITIAL_CAPACITY, max_series)
         self._columns: dict[str, np.ndarray[Any, Any]] = {}
         self._fill: dict[str, float] = {}
@@ -63,8 +71,18 @@ class SeriesTable:
         return self._names[slot]
 
     def labels_of(self, slot: int) -> dict[str, str] | None:
-        """The latest labels seen for the series in ``slot``."""
+        """The latest labels seen for the series in ``slot`` (None: none, or empty)."""
+        raw = self._labels[slot]
+        return None if raw is None else cast(dict[str, str], orjson.loads(raw))
+
+    def labels_json_of(self, slot: int) -> bytes | None:
+        """:meth:`labels_of` as the compact JSON it is kept in (not decoded)."""
         return self._labels[slot]
+
+    def set_labels_json(self, slot: int, raw: bytes | None) -> None:
+        """Set the labels of ``slot`` from their JSON (as :meth:`labels_json_of` gave it,
+        e.g. restored from the state store); None or ``{}`` clears them."""
+        self._labels[slot] = None if raw is None or raw == b"{}" else tight_bytes(raw)
 
     def slot_of(self, series: str) -> int | None:
         """The slot of a live series, or None."""
@@ -73,7 +91,8 @@ class SeriesTable:
     def resolve(self, names: Sequence[str], labels: Sequence[dict[str, str] | None]) -> IntArray:
         """Slots for ``names``, adding new series while there is room; -1 where there is none.
 
-        ``labels[i]``, when not None, replaces the stored labels of ``names[i]``.
+        ``labels[i]``, when not None, replaces the stored labels of ``names[i]`` (encoded:
+        70-90 ns for a few short labels; a message without labels costs nothing here).
         """
         out = np.empty(len(names), dtype=np.int64)
         for i, name in enumerate(names):
@@ -83,8 +102,9 @@ class SeriesTable:
                     out[i] = -1
                     continue
                 slot = self._add(name)
-            if labels[i] is not None:
-                self._labels[slot] = labels[i]
+            new = labels[i]
+            if new is not None:
+                self._labels[slot] = encode_labels(new) if new else None
             out[i] = slot
         return out
 

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import orjson
 
 from streamrnn.arrays import IntArray
 from streamrnn.engine.series_table import SeriesTable
@@ -141,8 +140,10 @@ class SeriesStateManager:
             )
             keep = sorted(set(range(len(stored))) - set(bad))
             stored = [stored[i] for i in keep]
-        labels = [orjson.loads(s.labels) if s.labels else None for s in stored]
-        slots = self.table.resolve([s.name for s in stored], labels)
+        slots = self.table.resolve([s.name for s in stored], [None] * len(stored))
+        for slot, state in zip(slots.tolist(), stored, strict=True):
+            if state.labels:
+                self.table.set_labels_json(slot, state.labels.encode())
         for name, values in rows.columns.items():
             self.table.column(name)[slots] = values
         self._check_models(slots, [s.model for s in stored])
@@ -281,7 +282,7 @@ class SeriesStateManager:
         out = []
         for i, slot in enumerate(slots.tolist()):
             topic, partition = self._partitions[int(tbl.column("src")[slot])]
-            labels = tbl.labels_of(slot)
+            labels = tbl.labels_json_of(slot)
             out.append(
                 StoredState(
                     name=tbl.name_of(slot),
@@ -289,7 +290,7 @@ class SeriesStateManager:
                     partition=partition,
                     offset=int(offsets[i]),
                     model=self.groups[int(groups[i])].version,
-                    labels=orjson.dumps(labels).decode() if labels else None,
+                    labels=labels.decode() if labels else None,
                     blob=blobs[i],
                 )
             )

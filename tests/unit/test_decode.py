@@ -570,3 +570,49 @@ def test_empty_labels_are_within_every_limit() -> None:
         "s", [float(TS)], [1.0], {}
     )
 
+
+# --- the labels a series keeps: what decoding let through, as compact JSON ------------------
+
+
+def test_a_series_keeps_its_latest_labels_as_the_bounded_json_and_they_survive_eviction(
+    tmp_path: Any,
+) -> None:
+    import numpy as np
+
+    from streamrnn.decode import encode_labels
+    from streamrnn.engine.series_table import SeriesTable
+    from streamrnn.state.manager import GroupInfo, SeriesStateManager
+    from streamrnn.state.store import LocalStateStore
+
+    largest = _labels_of_size(4096, 32, fill="é")
+    decoded = decode_message(
+        orjson.dumps({"series": "a", "ts": TS, "value": 1, "labels": largest}), MAX
+    )
+    assert isinstance(decoded, DecodedMessage) and decoded.labels == largest
+
+    table = SeriesTable(4)
+    table.add_column("group", dtype=np.int64)
+    table.add_column("state.global", shape=(1, 2), dtype=np.float32)
+    manager = SeriesStateManager(
+        table,
+        LocalStateStore(tmp_path / "s.sqlite"),
+        [GroupInfo("v1", "state.global")],
+        lambda _: 0,
+    )
+    slots = table.resolve(["a", "b", "c"], [decoded.labels, {"h": "x"}, {}])
+    a, b, c = slots.tolist()
+    assert table.labels_json_of(a) == encode_labels(largest) == orjson.dumps(largest)
+    assert len(table.labels_json_of(a) or b"") == 4096
+    assert table.labels_of(a) == largest and table.labels_of(b) == {"h": "x"}
+    assert table.labels_of(c) is None  # empty labels are kept as none
+    table.resolve(["b", "c"], [None, {"new": "y"}])  # None keeps, a mapping replaces
+    assert table.labels_of(b) == {"h": "x"} and table.labels_of(c) == {"new": "y"}
+
+    manager.note_processed(slots, np.full(3, manager.partition_id("in", 0)))
+    states = {s.name: s for _, s in manager.take_dirty({("in", 0): 9})}
+    assert orjson.loads(states["a"].labels or "null") == largest
+    assert manager.evict_least_recent(3) == 3 and len(table) == 0
+    assert manager.load(["a", "b", "c"]) == 3
+    for name, labels in [("a", largest), ("b", {"h": "x"}), ("c", {"new": "y"})]:
+        slot = table.slot_of(name)
+        assert slot is not None and table.labels_of(slot) == labels
