@@ -41,7 +41,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter as PromCounter
 
 from streamrnn.checkpoint import Checkpointer
-from streamrnn.config import ConsumeConfig, Settings
+from streamrnn.config import Settings
 from streamrnn.decode import (
     DecodedMessage,
     DecodeRules,
@@ -538,17 +538,6 @@ def _state_directory(settings: Settings) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _decode_rules(consume: ConsumeConfig) -> DecodeRules:
-    """The decode rules for a batch polled now (the timestamp bounds follow the clock)."""
-    now = time.time()
-    return DecodeRules(
-        max_bytes=consume.max_message_bytes,
-        earliest=now - consume.max_age_s if consume.max_age_s is not None else None,
-        latest=now + consume.max_future_s,
-        reject_unknown_fields=consume.reject_unknown_fields,
-    )
-
-
 @dataclass
 class _BatchHandler:
     """Decode → state → engine → publish for one batch (not yet acknowledged), and the
@@ -584,7 +573,7 @@ class _BatchHandler:
     def _isolated(self, msg: Message) -> None:
         """Handle a message the previous run may have died on, alone; should it raise
         again, put its series' state back and dead-letter it as a poison pill."""
-        decoded = decode_message(msg.value(), _decode_rules(self.settings.consume))
+        decoded = decode_message(msg.value(), DecodeRules.of(self.settings.consume, time.time()))
         series = decoded.series if isinstance(decoded, DecodedMessage) else None
         backup = RowBackup.take(self.engine.table, series) if series is not None else None
         try:
@@ -618,7 +607,7 @@ class _BatchHandler:
         timer = stats.timer
         started = time.perf_counter()
         results = decode_messages(
-            [msg.value() for msg in messages], _decode_rules(self.settings.consume)
+            [msg.value() for msg in messages], DecodeRules.of(self.settings.consume, time.time())
         )
         for msg, result in zip(messages, results, strict=True):
             if isinstance(result, Rejection):

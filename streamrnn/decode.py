@@ -79,13 +79,16 @@ class Rejection:
     ``missing_field``, ``bad_series``, ``bad_timestamp``, ``non_numeric_value``,
     ``non_finite_value``, ``value_out_of_range``, ``bad_labels``, ``bad_points``,
     ``unknown_field``, ``ts_in_future``, ``ts_too_old``, ``out_of_order``,
-    ``duplicate_timestamp``, ``series_limit``) so it can be counted and routed;
-    ``detail`` says what exactly was wrong.
+    ``duplicate_timestamp``, ``series_limit``, ``unencodable_record``, ``poison_pill``)
+    so it can be counted and routed; ``detail`` says what exactly was wrong.
 
     ``bad_timestamp`` covers a timestamp outside :data:`MIN_TS_S` .. :data:`MAX_TS_S`;
     ``value_out_of_range`` a value beyond ``consume.max_abs_value``; ``bad_labels`` labels
     that are not a mapping of strings or exceed a ``consume.max_label*`` limit (the detail
-    names which).
+    names which). The last two come from after decoding: ``unencodable_record`` a message
+    whose alert or forecast record could not be built or was refused as too large
+    (:mod:`streamrnn.publisher`), ``poison_pill`` one the daemon died on and that fails
+    again when handled alone (:mod:`streamrnn.poison`).
     """
 
     reason: str

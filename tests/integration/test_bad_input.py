@@ -50,6 +50,10 @@ UNREACHABLE = {
     # A new series beyond series.max_series evicts the least recently seen one to the
     # state store instead (checkpoint.make_room); it is not rejected any more.
     "series_limit",
+    # Only a bug can make these: a record that cannot be built, or a message the daemon
+    # died on before (tests/integration/test_crash_commits.py makes one on purpose).
+    "unencodable_record",
+    "poison_pill",
 }
 
 BadMaker = Callable[[str, float, float, random.Random], bytes | None]
@@ -122,6 +126,10 @@ def _bad_makers(now: float) -> list[tuple[str, BadMaker]]:
                 lambda s, latest, ts, rng: _doc(series=s, ts=True, value=1.0),
                 lambda s, latest, ts, rng: _doc(series=s, ts=None, value=1.0),
                 lambda s, latest, ts, rng: _doc(series=s, points=[[ts, 1.0], ["soon", 2.0]]),
+                # Valid numbers, but outside 1970..9999 (the year -1199 that crashed ISO time).
+                lambda s, latest, ts, rng: _doc(series=s, ts=-1e11, value=1.0),
+                lambda s, latest, ts, rng: _doc(series=s, ts=3e11, value=1.0),
+                lambda s, latest, ts, rng: _doc(series=s, ts="0001-01-01T00:00:00Z", value=1.0),
             ),
         ),
         (
@@ -139,6 +147,24 @@ def _bad_makers(now: float) -> list[tuple[str, BadMaker]]:
                 lambda s, latest, ts, rng: _doc(series=s, ts=ts, value=1.0, labels="host"),
                 lambda s, latest, ts, rng: _doc(series=s, ts=ts, value=1.0, labels={"n": 1}),
                 lambda s, latest, ts, rng: _doc(series=s, ts=ts, value=1.0, labels=["a"]),
+                # Beyond the bounds: count, key and value length (total size: tests/unit).
+                lambda s, latest, ts, rng: _doc(
+                    series=s, ts=ts, value=1.0, labels={f"k{i}": "v" for i in range(33)}
+                ),
+                lambda s, latest, ts, rng: _doc(
+                    series=s, ts=ts, value=1.0, labels={"k" * 129: "v"}
+                ),
+                lambda s, latest, ts, rng: _doc(
+                    series=s, ts=ts, value=1.0, labels={"k": "v" * 1025}
+                ),
+            ),
+        ),
+        (
+            "value_out_of_range",
+            pick(
+                lambda s, latest, ts, rng: _doc(series=s, ts=ts, value=1e308),
+                lambda s, latest, ts, rng: _doc(series=s, ts=ts, value=-2e15),
+                lambda s, latest, ts, rng: _doc(series=s, points=[[ts, 1.0], [ts + 0.01, 1e16]]),
             ),
         ),
         (

@@ -8,9 +8,10 @@ import numpy as np
 import orjson
 
 from streamrnn.config import load_settings
-from streamrnn.daemon import _produce_forecasts
 from streamrnn.decode import DecodedMessage
 from streamrnn.engine.build import build_engine
+from streamrnn.metrics import DaemonMetrics
+from streamrnn.publisher import Publisher
 from streamrnn.records import Z95, ForecastRecord
 
 
@@ -32,7 +33,17 @@ def test_forecast_records_match_the_documented_record() -> None:
     ]
     batch = engine.process(messages)
     sink = Recorder()
-    _produce_forecasts("f", engine, sink, batch, messages)  # type: ignore[arg-type]
+    publisher = Publisher(
+        sink,  # type: ignore[arg-type]
+        engine,
+        None,  # type: ignore[arg-type]  (counts: no alert or rejection here)
+        DaemonMetrics(),
+        "a",
+        "f",
+        None,
+        0,
+    )
+    publisher.forecasts(batch, messages, [])
     assert len(sink.records) == len(batch) == 30
     names = [f.name for f in msgspec.structs.fields(ForecastRecord)]
     horizons = 0

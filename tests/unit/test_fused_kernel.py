@@ -9,6 +9,7 @@ tanh, so numbers agree to about 1e-5, not bit for bit.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -160,6 +161,13 @@ def test_rational_tanh_is_within_float32_noise() -> None:
     np.testing.assert_allclose(approx, np.tanh(x[::97].astype(np.float64)), atol=4e-7)
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get("OPENBLAS_CORETYPE")),
+    reason="with OPENBLAS_CORETYPE forced (a workaround some machines set for old OpenBLAS"
+    " builds), OpenBLAS's sgemm is not row-invariant: one row's product changes with the"
+    " number of rows (measured: X[:m] @ W != (X @ W)[:m] for m = 1..100), so forecasts"
+    " differ in the last float32 bits with the batch",
+)
 @pytest.mark.parametrize("most_others", [40, 700])
 def test_a_series_forecasts_do_not_depend_on_the_other_series_of_its_batches(
     most_others: int,
