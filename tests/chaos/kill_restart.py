@@ -8,7 +8,7 @@ reference) and compares:
 * alerts (read with isolation.level=read_committed): lost = reference ids missing from the
   faulty run; duplicated = repeated ids; spurious = ids the reference does not have;
 * forecasts: every forecast record of the faulty run against the reference's record for the
-  same (series, ts) — equal within 1e-5 means each restart continued from the restored state.
+  same (series, ts) — equal within 1e-4 means each restart continued from the restored state.
 
 The faulty run is sized by kills, not by a number of points, so that it kills as often on a
 fast machine as on a slow one: each life of the daemon, once it holds its partitions, gets
@@ -51,8 +51,12 @@ from streamrnn.local_broker import start_broker, stop_broker
 from streamrnn.synthetic import SyntheticSpec, synthetic_stream
 from tests.integration.harness import Daemon, Topics, point, produce, read_json, write_config
 
-#: Largest relative forecast difference that still counts as "the same state".
-TOLERANCE = 1e-5
+#: Largest relative forecast difference that still counts as "the same state". The model
+#: runs in float32, and where OpenBLAS's sgemm is not row-invariant (OPENBLAS_CORETYPE forced,
+#: see tests/unit/test_fused_kernel.py) a series' products change in the last bits with the
+#: batch it is in; through the recurrence that reached 2.5e-5 in a full run without any
+#: fault. A series that did not continue from its restored state differs by its noise.
+TOLERANCE = 1e-4
 #: Extra time the last life gets to commit the input's end after the replay's timeout.
 DRAIN_GRACE_S = 300.0
 
