@@ -130,6 +130,14 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> No
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def committed_all(bootstrap: str, topics: Topics) -> bool:
+    """Whether ``topics.group`` has committed every message of ``topics.input``."""
+    committed, total = group_progress(
+        {"bootstrap.servers": bootstrap}, topics.group, [topics.input]
+    )
+    return total > 0 and committed >= total
+
+
 def wait_committed(bootstrap: str, topics: Topics, daemon: Daemon, timeout_s: float = 90.0) -> None:
     """Wait until the daemon's group has committed every input message."""
 

@@ -26,7 +26,15 @@ from streamrnn.kafka.clients import create_topics
 from streamrnn.kafka.inspect import group_progress, read_topic
 from streamrnn.synthetic import SyntheticSpec, synthetic_stream
 
-from .harness import Daemon, Topics, point, produce_positions, read_json, write_config
+from .harness import (
+    Daemon,
+    Topics,
+    committed_all,
+    point,
+    produce_positions,
+    read_json,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,13 +74,6 @@ def _config(tmp_path: Path, bootstrap: str, topics: Topics, name: str, mode: str
     )
 
 
-def _committed_all(bootstrap: str, topics: Topics) -> bool:
-    committed, total = group_progress(
-        {"bootstrap.servers": bootstrap}, topics.group, [topics.input]
-    )
-    return total > 0 and committed >= total
-
-
 def _run_until_committed(
     bootstrap: str, topics: Topics, config: Path, logs: Path, env: dict[str, str], timeout_s: float
 ) -> tuple[int, list[Path]]:
@@ -85,12 +86,12 @@ def _run_until_committed(
         paths.append(path)
         daemon = Daemon(config, path, env=env)
         try:
-            while daemon.alive() and not _committed_all(bootstrap, topics):
+            while daemon.alive() and not committed_all(bootstrap, topics):
                 assert time.monotonic() < deadline, f"not done after {timeout_s} s, {deaths} deaths"
                 time.sleep(0.3)
         finally:
             code = daemon.stop()
-        if _committed_all(bootstrap, topics) and code == 0:
+        if committed_all(bootstrap, topics) and code == 0:
             return deaths, paths
         assert code != 0, path.read_text()[-3000:]
     raise AssertionError(f"still not done after {MAX_LIVES} lives")
@@ -199,7 +200,7 @@ def test_a_message_that_kills_the_daemon_is_dead_lettered_at_the_next_start(
     second = Daemon(config, tmp_path / "second.log", env=env)
     try:
         deadline = time.monotonic() + 120
-        while not _committed_all(kafka_bootstrap, topics):
+        while not committed_all(kafka_bootstrap, topics):
             assert second.alive(), (tmp_path / "second.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the second run did not get past the poison"
             time.sleep(0.3)

@@ -33,7 +33,16 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from streamrnn.kafka.clients import create_new_topics, create_topics
 from streamrnn.kafka.inspect import group_progress, read_topic
 
-from .harness import Daemon, Topics, point, produce_positions, read_json, wait_until, write_config
+from .harness import (
+    Daemon,
+    Topics,
+    committed_all,
+    point,
+    produce_positions,
+    read_json,
+    wait_until,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +63,6 @@ def _forecast_keys(bootstrap: str, topic: str) -> set[tuple[str, float]]:
 
 def _keys(records: list[tuple[str, bytes]]) -> set[tuple[str, float]]:
     return {(orjson.loads(v)["series"], orjson.loads(v)["ts"]) for _, v in records}
-
-
-def _committed_all(bootstrap: str, topics: Topics) -> bool:
-    committed, total = group_progress(
-        {"bootstrap.servers": bootstrap}, topics.group, [topics.input]
-    )
-    return total > 0 and committed >= total
 
 
 def test_a_message_too_large_for_the_producer_is_dead_lettered_truncated_then_headers_only(
@@ -90,7 +92,7 @@ def test_a_message_too_large_for_the_producer_is_dead_lettered_truncated_then_he
     )
     daemon = Daemon(config, tmp_path / "d.log")
     try:
-        wait_until(lambda: _committed_all(kafka_bootstrap, topics), 90, "the first batch")
+        wait_until(lambda: committed_all(kafka_bootstrap, topics), 90, "the first batch")
         assert daemon.alive()
         assert any(
             line.get("event") == "record size limits differ" for line in daemon.log_lines()
@@ -111,7 +113,7 @@ def test_a_message_too_large_for_the_producer_is_dead_lettered_truncated_then_he
         time.sleep(2)
         second = [("a.cpu", huge), *_good("a.cpu", t0, 20, start=40)]
         produce_positions_big(kafka_bootstrap, big_input, second)
-        wait_until(lambda: _committed_all(kafka_bootstrap, topics), 90, "the second batch")
+        wait_until(lambda: committed_all(kafka_bootstrap, topics), 90, "the second batch")
         assert daemon.alive()
     finally:
         code = daemon.stop()
@@ -174,7 +176,7 @@ def test_a_missing_dead_letter_topic_holds_the_commit_until_it_exists(
             assert committed <= bad_offset, "committed past a dead letter not delivered"
             time.sleep(0.5)
         create_topics(AdminClient({"bootstrap.servers": kafka_bootstrap}), [dead_letter])
-        wait_until(lambda: _committed_all(kafka_bootstrap, topics), 90, "the commit")
+        wait_until(lambda: committed_all(kafka_bootstrap, topics), 90, "the commit")
     finally:
         code = daemon.stop()
     assert code == 0, daemon.log_path.read_text()[-3000:]
@@ -222,7 +224,7 @@ def test_far_timestamps_and_extreme_values_in_warm_up(kafka_bootstrap: str, tmp_
     )
     daemon = Daemon(config, tmp_path / "d.log")
     try:
-        wait_until(lambda: _committed_all(kafka_bootstrap, topics), 120, "the commit")
+        wait_until(lambda: committed_all(kafka_bootstrap, topics), 120, "the commit")
         assert daemon.alive()
     finally:
         code = daemon.stop()
