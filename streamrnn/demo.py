@@ -30,7 +30,7 @@ from rich.table import Table
 
 from streamrnn.config import Settings
 from streamrnn.kafka.clients import client_config, create_topics, make_admin, make_producer
-from streamrnn.kafka.inspect import group_progress, read_topic
+from streamrnn.kafka.topic_reader import group_progress, read_topic
 from streamrnn.local_broker import default_home, start_broker, stop_broker
 from streamrnn.synthetic import SyntheticSpec, synthetic_stream
 

@@ -84,7 +84,7 @@ from confluent_kafka.admin import AdminClient
 from streamrnn.config import load_settings
 from streamrnn.daemon import HEAP_TRIM_INTERVAL_S
 from streamrnn.kafka.clients import client_config, create_topics
-from streamrnn.kafka.inspect import group_progress
+from streamrnn.kafka.topic_reader import group_progress
 from streamrnn.local_broker import start_broker, stop_broker
 from tests.benchmarks.e2e_latency import LatencyClients, machine_cpu_s, process_cpu_s
 from tests.benchmarks.e2e_load import (

@@ -242,7 +242,7 @@ _TRANSIENT = frozenset(
 class CommitProbe:
     """The committed offsets of a group on one topic, through one long-lived consumer that
     never subscribes (so it does not join the group). Cheaper to call every 0.2 s than
-    :func:`streamrnn.kafka.inspect.group_progress`, which builds a client per call."""
+    :func:`streamrnn.kafka.topic_reader.group_progress`, which builds a client per call."""
 
     def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
         self._consumer = Consumer(

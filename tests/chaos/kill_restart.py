@@ -46,7 +46,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from streamrnn.kafka.inspect import group_progress
+from streamrnn.kafka.topic_reader import group_progress
 from streamrnn.local_broker import start_broker, stop_broker
 from streamrnn.synthetic import SyntheticSpec, synthetic_stream
 from tests.integration.harness import Daemon, Topics, point, produce, read_json, write_config

@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from streamrnn.kafka.clients import create_topics
-from streamrnn.kafka.inspect import group_progress, read_topic
+from streamrnn.kafka.topic_reader import group_progress, read_topic
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from streamrnn.kafka.clients import create_topics
-from streamrnn.kafka.inspect import group_progress
+from streamrnn.kafka.topic_reader import group_progress
 from streamrnn.synthetic import SyntheticSpec, synthetic_stream
 
 from .harness import Daemon, Topics, point, produce, read_json, wait_committed, write_config

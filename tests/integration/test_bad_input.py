@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from streamrnn.decode import Rejection
 from streamrnn.kafka.clients import create_topics
-from streamrnn.kafka.inspect import read_topic
+from streamrnn.kafka.topic_reader import read_topic
 
 from .harness import (
     Daemon,

@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 
 from streamrnn.fault_injection import ENV_VAR
 from streamrnn.kafka.clients import create_topics
-from streamrnn.kafka.inspect import group_progress, read_topic
+from streamrnn.kafka.topic_reader import group_progress, read_topic
 from streamrnn.synthetic import SyntheticSpec, synthetic_stream
 
 from .harness import (

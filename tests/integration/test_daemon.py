@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streamrnn.kafka.clients import create_topics
-from streamrnn.kafka.inspect import read_topic
+from streamrnn.kafka.topic_reader import read_topic
 from streamrnn.synthetic import SyntheticSpec, synthetic_stream
 
 from .harness import (

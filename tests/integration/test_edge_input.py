@@ -31,7 +31,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from streamrnn.kafka.clients import create_new_topics, create_topics
-from streamrnn.kafka.inspect import group_progress, read_topic
+from streamrnn.kafka.topic_reader import group_progress, read_topic
 
 from .harness import (
     Daemon,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamrnn.kafka.inspect import read_topic
+from streamrnn.kafka.topic_reader import read_topic
 from streamrnn.synthetic import SyntheticSpec, synthetic_stream
 
 from .harness import (

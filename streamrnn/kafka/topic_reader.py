@@ -1,4 +1,4 @@
-"""Look at topics and groups from the outside: read a topic to its end, measure group progress.
+"""Read topics and groups from the outside: a topic to its end, a group's committed progress.
 
 Used by ``streamrnn demo`` and the tests to read alerts back and to wait until the daemon
 has committed everything. Knows nothing of torch.
