@@ -29,16 +29,14 @@ import gc
 import tempfile
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
-from prometheus_client import Counter as PromCounter
 
 from streamrnn.checkpoint import Checkpointer
 from streamrnn.config import Settings
@@ -52,7 +50,6 @@ from streamrnn.decode import (
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
 from streamrnn.fault_injection import FaultInjector, from_environment
-from streamrnn.gc_pauses import GcPauses
 from streamrnn.heap_trim import HeapTrimmer
 from streamrnn.http_endpoints import Health, HttpEndpoints
 from streamrnn.kafka.clients import (
@@ -75,11 +72,11 @@ from streamrnn.retrain.controller import RetrainController
 from streamrnn.retrain.registry import ModelRegistry
 from streamrnn.retrain.worker import BackgroundTrainer
 from streamrnn.service_notify import ServiceNotifier
-from streamrnn.stage_timer import StageTimer
 from streamrnn.state.manager import GroupInfo, SeriesStateManager
 from streamrnn.state.store import LocalStateStore, StoreLockedError
+from streamrnn.telemetry import StateGauges, Telemetry
 
-__all__ = ["DaemonStats", "run_daemon"]
+__all__ = ["run_daemon"]
 
 log = get_logger("daemon")
 
@@ -93,87 +90,6 @@ GC_GEN0_THRESHOLD = 50_000
 MODEL_CHECK_INTERVAL_S = 1.0
 #: Seconds between returns of freed heap memory to the OS (after a checkpoint).
 HEAP_TRIM_INTERVAL_S = 5.0
-
-
-#: Batch latencies kept for the percentiles in the log (the most recent ones).
-LATENCY_WINDOW = 100_000
-
-
-@dataclass
-class DaemonStats:
-    """Running totals since start, logged periodically and at exit."""
-
-    messages: int = 0
-    points: int = 0
-    alerts: Counter[str] = field(default_factory=Counter)
-    rejected: Counter[str] = field(default_factory=Counter)
-    batches: int = 0
-    #: Seconds to handle each recent batch (decode → engine → produce → buffer), split by
-    #: whether a retrain was running meanwhile.
-    latency_idle: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
-    latency_training: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
-    #: The same counts, exported on /metrics.
-    metrics: DaemonMetrics = field(default_factory=DaemonMetrics)
-    #: Seconds per stage of the loop (logged as ``profile_s`` at exit).
-    timer: StageTimer = field(default_factory=StageTimer)
-    #: Garbage-collector pauses (they stop the loop inside whatever stage is running).
-    gc_pauses: GcPauses = field(default_factory=GcPauses)
-
-    def count_batch(self, messages: int) -> None:
-        """A polled batch of ``messages`` messages."""
-        self.messages += messages
-        self.batches += 1
-        self.metrics.messages.inc(messages)
-        self.metrics.batch_messages.observe(messages)
-
-    def count_points(self, points: int) -> None:
-        """Points accepted and processed."""
-        self.points += points
-        self.metrics.points.inc(points)
-
-    def count_alert(self, severity: str) -> None:
-        """An alert produced."""
-        self.alerts[severity] += 1
-        self.metrics.alerts.labels(severity).inc()
-
-    def count_rejection(self, reason: str) -> None:
-        """A message (or a point of one) rejected."""
-        self.rejected[reason] += 1
-        self.metrics.rejected.labels(reason).inc()
-
-    def count_latency(self, seconds: float, training: bool) -> None:
-        """The handling time of one batch."""
-        (self.latency_training if training else self.latency_idle).append(seconds)
-        self.metrics.batch_seconds.observe(seconds)
-
-    def as_log_fields(self) -> dict[str, object]:
-        """Flat fields for a log line."""
-        return {
-            "messages": self.messages,
-            "points": self.points,
-            "alerts": dict(self.alerts),
-            "rejected": dict(self.rejected),
-            "batches": self.batches,
-            "batch_ms": {
-                "idle": _percentiles_ms(self.latency_idle),
-                "training": _percentiles_ms(self.latency_training),
-            },
-            **self.gc_pauses.as_log_fields(),
-        }
-
-
-def _percentiles_ms(seconds: deque[float]) -> dict[str, float | int]:
-    """Count, p50, p99 and max of batch latencies, in milliseconds."""
-    if not seconds:
-        return {"n": 0}
-    ms = np.fromiter(seconds, dtype=np.float64, count=len(seconds)) * 1000.0
-    p50, p99 = (float(p) for p in np.percentile(ms, [50, 99]))
-    return {
-        "n": len(ms),
-        "p50": round(p50, 2),
-        "p99": round(p99, 2),
-        "max": round(float(ms.max()), 2),
-    }
 
 
 def run_daemon(settings: Settings, stop: threading.Event) -> int:
@@ -191,18 +107,9 @@ def run_daemon(settings: Settings, stop: threading.Event) -> int:
             store.close()
 
 
-@dataclass(frozen=True)
-class _Telemetry:
-    """Metrics, the probes' state and systemd notifications, shared by the loop."""
-
-    metrics: DaemonMetrics
-    health: Health
-    notifier: ServiceNotifier
-
-
 def _run(settings: Settings, stop: threading.Event, engine: Engine, store: LocalStateStore) -> int:
     admin = make_admin(settings)
-    telemetry = _Telemetry(
+    telemetry = Telemetry(
         DaemonMetrics(),
         Health(settings.http.liveness_stall_s, lambda: _broker_answers(admin)),
         ServiceNotifier(),
@@ -245,7 +152,7 @@ def _run_serving(
     engine: Engine,
     store: LocalStateStore,
     admin: AdminClient,
-    telemetry: _Telemetry,
+    telemetry: Telemetry,
 ) -> int:
     manager = SeriesStateManager(
         engine.table,
@@ -305,12 +212,11 @@ def _loop(
     manager: SeriesStateManager,
     controller: RetrainController,
     models: ModelTopic,
-    telemetry: _Telemetry,
+    telemetry: Telemetry,
     limits: SizeLimits,
 ) -> int:
-    metrics, health, notifier = telemetry.metrics, telemetry.health, telemetry.notifier
+    metrics = telemetry.metrics
     producer = make_producer(settings)
-    stats = DaemonStats(metrics=metrics)
 
     def on_produce_error(topic: str, err: KafkaError) -> None:
         log.warning("delivery failed, will retry", topic=topic, error=str(err))
@@ -320,7 +226,7 @@ def _loop(
     publisher = Publisher(
         sink,
         engine,
-        stats,
+        telemetry,
         metrics,
         topics.alerts,
         topics.forecasts,
@@ -338,12 +244,8 @@ def _loop(
         on_error=lambda err: log.warning("consumer error", error=str(err), code=err.code()),
     )
 
-    def restoring() -> None:
-        health.progressed()
-        notifier.watchdog()
-
     checkpointer = Checkpointer(
-        settings, source, producer, sink, manager, client_config(settings, "admin"), restoring
+        settings, source, producer, sink, manager, client_config(settings, "admin"), telemetry.alive
     )
     log.info(
         "started",
@@ -361,7 +263,15 @@ def _loop(
     )
     next_stats = time.monotonic() + STATS_INTERVAL_S
     next_model_check = 0.0
-    totals: dict[str, int] = {}
+    gauges = StateGauges(
+        metrics,
+        lambda: len(engine.table),
+        lambda: manager.evicted_series,
+        lambda: checkpointer.restored_series,
+        source.lag,
+        lambda: len(source.assignment()),
+        lambda: controller.training,
+    )
     trainer = False
     trainer_partition = (settings.topics.input[0], 0)
     shutdown_deadline: float | None = None
@@ -376,15 +286,13 @@ def _loop(
 
     exit_code = 0
     _tune_garbage_collector()
-    stats.gc_pauses.install()
+    telemetry.gc_pauses.install()
     checkpointer.start()
     heap = HeapTrimmer(HEAP_TRIM_INTERVAL_S)
 
     def on_assign(parts: list[TopicPartition]) -> None:
         checkpointer.on_assign(parts)  # restores the partitions' state first
-        health.joined()
-        metrics.ready.set(1)
-        notifier.ready(f"serving {len(source.assignment())} partition(s)")
+        telemetry.serving(len(source.assignment()))
 
     guard = PoisonGuard(store)
     handler = _BatchHandler(
@@ -393,7 +301,7 @@ def _loop(
         checkpointer,
         publisher,
         controller,
-        stats,
+        telemetry,
         give_up,
         guard,
         from_environment(),
@@ -402,7 +310,7 @@ def _loop(
     source.subscribe(on_assign, checkpointer.on_revoke, checkpointer.on_lost)
     try:
         while not stop.is_set():
-            with stats.timer.stage("poll"):
+            with telemetry.timer.stage("poll"):
                 messages = source.poll_batch(
                     settings.consume.batch_max_messages, settings.consume.poll_timeout_s
                 )
@@ -411,7 +319,7 @@ def _loop(
                 in_flight = messages
                 handler.handle(messages)
                 in_flight = ()
-                stats.count_latency(time.perf_counter() - started, controller.training)
+                telemetry.count_latency(time.perf_counter() - started, controller.training)
             else:
                 sink.serve_reports()
             checkpointer.settle()  # commits what the broker has acknowledged meanwhile
@@ -419,11 +327,9 @@ def _loop(
                 guard.passed(checkpointer.committed())
             if checkpointer.due():
                 started = time.perf_counter()
-                if not checkpointer.checkpoint(give_up, wait=False):
-                    metrics.checkpoint_failures.inc()
-                metrics.checkpoint_seconds.observe(time.perf_counter() - started)
-                stats.timer.add("checkpoint", time.perf_counter() - started)
-                with stats.timer.stage("heap_trim"):
+                committed = checkpointer.checkpoint(give_up, wait=False)
+                telemetry.count_checkpoint(time.perf_counter() - started, committed)
+                with telemetry.timer.stage("heap_trim"):
                     heap.maybe_trim()
             now = time.monotonic()
             if now >= next_model_check:
@@ -435,21 +341,18 @@ def _loop(
                 if owns != trainer:
                     trainer = owns
                     log.info("training role", trainer=trainer and settings.retrain.enabled)
-                _export_state(totals, metrics, engine, manager, checkpointer, source, controller)
+                gauges.export()
             controller.tick(trainer)
-            health.progressed()
-            notifier.watchdog()
-            metrics.last_progress.set(time.time())
+            telemetry.progressed()
             if now >= next_stats:
                 log.info(
                     "progress",
                     live_series=len(engine.table),
-                    **stats.as_log_fields(),
+                    **telemetry.log_fields(),
                     **controller.status(),
                 )
                 next_stats = now + STATS_INTERVAL_S
-        health.stopping()
-        notifier.stopping()
+        telemetry.stopping()
         if not checkpointer.close(give_up):
             log.error("shutting down with unacknowledged records; offsets not committed")
             exit_code = 1
@@ -470,10 +373,10 @@ def _loop(
             "stopped",
             live_series=len(engine.table),
             stored_series=store.count(),
-            **stats.as_log_fields(),
-            profile_s=stats.timer.rounded(),
+            **telemetry.log_fields(),
+            profile_s=telemetry.timer.rounded(),
         )
-        stats.gc_pauses.uninstall()
+        telemetry.gc_pauses.uninstall()
     return exit_code
 
 
@@ -487,45 +390,6 @@ def _tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
-
-
-def _export_state(
-    totals: dict[str, int],
-    metrics: DaemonMetrics,
-    engine: Engine,
-    manager: SeriesStateManager,
-    checkpointer: Checkpointer,
-    source: BatchSource,
-    controller: RetrainController,
-) -> None:
-    """Set the gauges that describe state, and bring cumulative counts kept elsewhere into
-    their counters (called about once a second)."""
-    metrics.live_series.set(len(engine.table))
-    _advance(totals, "evicted", metrics.evicted_series, manager.evicted_series)
-    _advance(totals, "restored", metrics.restored_series, checkpointer.restored_series)
-    lag = source.lag()
-    metrics.assigned_partitions.set(len(source.assignment()))
-    for labels in list(_lag_labels(metrics)):
-        if (labels[0], int(labels[1])) not in lag:
-            metrics.consumer_lag.remove(*labels)  # a partition no longer ours
-    for (topic, partition), behind in lag.items():
-        metrics.consumer_lag.labels(topic, str(partition)).set(behind)
-    metrics.training.set(1 if controller.training else 0)
-
-
-def _advance(totals: dict[str, int], name: str, counter: PromCounter, total: int) -> None:
-    """Increase ``counter`` by what the cumulative count ``total`` (kept by another
-    component) gained since the last call; ``totals`` remembers the last values."""
-    gained = total - totals.get(name, 0)
-    if gained > 0:
-        counter.inc(gained)
-    totals[name] = total
-
-
-def _lag_labels(metrics: DaemonMetrics) -> Iterator[tuple[str, str]]:
-    for family in metrics.consumer_lag.collect():
-        for sample in family.samples:
-            yield sample.labels["topic"], sample.labels["partition"]
 
 
 @contextmanager
@@ -548,7 +412,7 @@ class _BatchHandler:
     checkpointer: Checkpointer
     publisher: Publisher
     controller: RetrainController
-    stats: DaemonStats
+    telemetry: Telemetry
     give_up: Callable[[], bool]
     guard: PoisonGuard
     faults: FaultInjector | None = None
@@ -567,7 +431,7 @@ class _BatchHandler:
 
     def _handle(self, messages: Sequence[Message], isolated: bool = False) -> None:
         batch = self._batch(messages, isolated)
-        with self.stats.timer.stage("retrain.observe"):
+        with self.telemetry.timer.stage("retrain.observe"):
             self.controller.observe(batch)
 
     def _isolated(self, msg: Message) -> None:
@@ -582,7 +446,7 @@ class _BatchHandler:
             if backup is not None:
                 backup.restore(self.engine.table)
             self.checkpointer.handled([msg], [], np.empty(0, dtype=np.int64))
-            self.stats.metrics.poison_pills.inc()
+            self.telemetry.metrics.poison_pills.inc()
             topic, partition, offset = position_of(msg)
             log.error(
                 "poison pill: a message the daemon died on fails again alone; dead-lettered",
@@ -603,8 +467,8 @@ class _BatchHandler:
         """Decode, process and produce the records of one batch (not yet acknowledged)."""
         decoded: list[DecodedMessage] = []
         origins: list[Message] = []
-        stats, publisher, engine = self.stats, self.publisher, self.engine
-        timer = stats.timer
+        telemetry, publisher, engine = self.telemetry, self.publisher, self.engine
+        timer = telemetry.timer
         started = time.perf_counter()
         results = decode_messages(
             [msg.value() for msg in messages], DecodeRules.of(self.settings.consume, time.time())
@@ -615,7 +479,7 @@ class _BatchHandler:
             else:
                 decoded.append(result)
                 origins.append(msg)
-        stats.count_batch(len(messages))
+        telemetry.count_batch(len(messages))
         timer.add("decode", time.perf_counter() - started)
         self._fault("decoded", messages, isolated)
         with timer.stage("state.load"):
@@ -632,7 +496,7 @@ class _BatchHandler:
             first = (index, rejection.reason) not in sent
             sent.add((index, rejection.reason))
             publisher.reject(rejection, origins[index], dead_letter=first)
-        stats.count_points(len(batch))
+        telemetry.count_points(len(batch))
         with timer.stage("produce.alerts"):
             publisher.alerts(batch, decoded, origins)
         self._fault("alerts", messages, isolated)

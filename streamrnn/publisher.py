@@ -60,7 +60,8 @@ TRUNCATED_HEADER = "streamrnn.truncated"
 
 
 class Counts(Protocol):
-    """Where the publisher counts what it sent (the daemon's running totals)."""
+    """Where the publisher counts what it sent (the daemon's Prometheus counters, see
+    :class:`streamrnn.telemetry.Telemetry`)."""
 
     def count_alert(self, severity: str) -> None:
         """An alert produced."""
