@@ -66,6 +66,7 @@ from streamrnn.kafka.source import BatchSource, position_of
 from streamrnn.kafka.topics import TopicLayoutError, ensure_topics
 from streamrnn.logs import get_logger
 from streamrnn.metrics import DaemonMetrics
+from streamrnn.model_sync import ModelSync
 from streamrnn.poison import PoisonGuard, RowBackup
 from streamrnn.publisher import Publisher
 from streamrnn.retrain.controller import RetrainController
@@ -86,8 +87,6 @@ STATS_INTERVAL_S = 10.0
 SHUTDOWN_ACK_TIMEOUT_S = 20.0
 #: Allocations between two collections of the youngest GC generation (CPython: 700).
 GC_GEN0_THRESHOLD = 50_000
-#: Seconds between checks of the model topic and of which instance trains.
-MODEL_CHECK_INTERVAL_S = 1.0
 #: Seconds between returns of freed heap memory to the OS (after a checkpoint).
 HEAP_TRIM_INTERVAL_S = 5.0
 
@@ -194,11 +193,10 @@ def _run_serving(
         models.publish,
         metrics=telemetry.metrics,
     )
+    sync = ModelSync(models, controller, (topics.input[0], 0), retrain.enabled)
     try:
-        # Every instance serves the newest published model of each group, from the start.
-        for record in models.read_latest().values():
-            controller.adopt(record.group, record.version, record.artifact, record.reason)
-        return _loop(settings, stop, engine, store, manager, controller, models, telemetry, limits)
+        sync.adopt_published()
+        return _loop(settings, stop, engine, store, manager, controller, sync, telemetry, limits)
     finally:
         controller.close()
         models.close()
@@ -211,7 +209,7 @@ def _loop(
     store: LocalStateStore,
     manager: SeriesStateManager,
     controller: RetrainController,
-    models: ModelTopic,
+    sync: ModelSync,
     telemetry: Telemetry,
     limits: SizeLimits,
 ) -> int:
@@ -262,7 +260,6 @@ def _loop(
         training_buffer_mib=round(controller.buffer.nbytes / 2**20, 1),
     )
     next_stats = time.monotonic() + STATS_INTERVAL_S
-    next_model_check = 0.0
     gauges = StateGauges(
         metrics,
         lambda: len(engine.table),
@@ -272,8 +269,6 @@ def _loop(
         lambda: len(source.assignment()),
         lambda: controller.training,
     )
-    trainer = False
-    trainer_partition = (settings.topics.input[0], 0)
     shutdown_deadline: float | None = None
 
     def give_up() -> bool:
@@ -331,19 +326,10 @@ def _loop(
                 telemetry.count_checkpoint(time.perf_counter() - started, committed)
                 with telemetry.timer.stage("heap_trim"):
                     heap.maybe_trim()
-            now = time.monotonic()
-            if now >= next_model_check:
-                next_model_check = now + MODEL_CHECK_INTERVAL_S
-                for record in models.poll():
-                    controller.adopt(record.group, record.version, record.artifact, record.reason)
-                assignment = source.assignment()
-                owns = trainer_partition in assignment
-                if owns != trainer:
-                    trainer = owns
-                    log.info("training role", trainer=trainer and settings.retrain.enabled)
-                gauges.export()
-            controller.tick(trainer)
+            gauges.export_if_due()
+            sync.step(source.assignment)
             telemetry.progressed()
+            now = time.monotonic()
             if now >= next_stats:
                 log.info(
                     "progress",
