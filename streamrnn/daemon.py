@@ -1,55 +1,53 @@
-"""``streamrnn run``: the consume → decode → engine → alert → produce → checkpoint loop.
+"""``streamrnn run``: the application object that wires the daemon's parts and runs its loop.
 
-One iteration:
+:meth:`Daemon.run` starts the parts in order (HTTP endpoints, engine warm-up, topics, the
+model topic and retrain controller, then producer, publisher, consumer and checkpointer),
+runs the consume loop until asked to stop, and undoes the start in reverse order. One
+iteration of the loop:
 
 1. poll a batch of messages from the input topics (rebalance callbacks run in here:
    assigned partitions get their state restored first, revoked ones are checkpointed);
-2. decode each message; a bad one is logged, counted and dead-lettered with its reason;
-3. bring the batch's series into memory (from the local store, evicting idle series);
-4. step every series in the batch through the engine (forecast, score, learn);
-5. produce the batch's alerts (and forecasts) keyed by series, serve delivery reports and
-   commit the offsets of an earlier checkpoint once all its records are acknowledged;
-6. every ``delivery.commit_interval_s``: a checkpoint (changelog → flush → commit offsets →
-   snapshot; see :mod:`streamrnn.checkpoint` for why in that order, and why the flush and
-   commit of the periodic ones happen in the background of later iterations).
+2. handle it (:mod:`streamrnn.batch_handler`): decode each message (a bad one is logged,
+   counted and dead-lettered with its reason), bring the batch's series into memory (from
+   the local store, evicting idle series), step every series through the engine (forecast,
+   score, learn), queue the batch's alerts and forecasts keyed by series
+   (:mod:`streamrnn.publisher`);
+3. commit the offsets of an earlier checkpoint once all its records are acknowledged and,
+   every ``delivery.commit_interval_s``, take a checkpoint (changelog → flush → commit
+   offsets → snapshot; see :mod:`streamrnn.checkpoint` for why in that order, and why the
+   flush and commit of the periodic ones happen in the background of later iterations);
+4. about once a second: the state gauges (:mod:`streamrnn.telemetry`), newly published
+   models and the trainer role (:mod:`streamrnn.model_sync`); then the probes and, every
+   :data:`STATS_INTERVAL_S` seconds, a ``progress`` log line.
 
 A crash can only cause the batches since the last checkpoint to be processed again from the
 state of that checkpoint, never an alert to be lost; alert ids are deterministic so
-subscribers can drop such repeats (or use ``delivery.mode: exactly_once``).
+subscribers can drop such repeats (or use ``delivery.mode: exactly_once``). The messages of
+the batch a crash happened in are remembered (:mod:`streamrnn.poison`).
 
 On SIGTERM/SIGINT the loop finishes the batch in hand, checkpoints, leaves the group (its
-series go to the local store) and returns 0.
-
-This module wires the Kafka layer to the engine; it does not touch torch itself.
+series go to the local store) and returns 0. This module does not touch torch itself.
 """
 
 from __future__ import annotations
 
-import gc
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import numpy as np
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from streamrnn.batch_handler import BatchHandler
 from streamrnn.checkpoint import Checkpointer
 from streamrnn.config import Settings
-from streamrnn.decode import (
-    DecodedMessage,
-    DecodeRules,
-    Rejection,
-    decode_message,
-    decode_messages,
-)
 from streamrnn.engine.build import build_engine
-from streamrnn.engine.engine import Engine, EngineBatchResult
-from streamrnn.fault_injection import FaultInjector, from_environment
+from streamrnn.engine.engine import Engine
+from streamrnn.fault_injection import from_environment
+from streamrnn.gc_pauses import tune_for_loop
 from streamrnn.heap_trim import HeapTrimmer
 from streamrnn.http_endpoints import Health, HttpEndpoints
 from streamrnn.kafka.clients import (
@@ -59,15 +57,14 @@ from streamrnn.kafka.clients import (
     make_producer,
     transactional_id,
 )
-from streamrnn.kafka.limits import SizeLimits, log_mismatches, read_limits
+from streamrnn.kafka.limits import log_mismatches, read_limits
 from streamrnn.kafka.model_topic import ModelTopic
-from streamrnn.kafka.sink import AckedSink
-from streamrnn.kafka.source import BatchSource, position_of
+from streamrnn.kafka.source import BatchSource
 from streamrnn.kafka.topics import TopicLayoutError, ensure_topics
 from streamrnn.logs import get_logger
 from streamrnn.metrics import DaemonMetrics
 from streamrnn.model_sync import ModelSync
-from streamrnn.poison import PoisonGuard, RowBackup
+from streamrnn.poison import PoisonGuard
 from streamrnn.publisher import Publisher
 from streamrnn.retrain.controller import RetrainController
 from streamrnn.retrain.registry import ModelRegistry
@@ -77,7 +74,7 @@ from streamrnn.state.manager import GroupInfo, SeriesStateManager
 from streamrnn.state.store import LocalStateStore, StoreLockedError
 from streamrnn.telemetry import StateGauges, Telemetry
 
-__all__ = ["run_daemon"]
+__all__ = ["Daemon", "run_daemon"]
 
 log = get_logger("daemon")
 
@@ -85,8 +82,6 @@ log = get_logger("daemon")
 STATS_INTERVAL_S = 10.0
 #: Seconds the shutdown may wait for outstanding acknowledgements before giving up.
 SHUTDOWN_ACK_TIMEOUT_S = 20.0
-#: Allocations between two collections of the youngest GC generation (CPython: 700).
-GC_GEN0_THRESHOLD = 50_000
 #: Seconds between returns of freed heap memory to the OS (after a checkpoint).
 HEAP_TRIM_INTERVAL_S = 5.0
 
@@ -101,39 +96,310 @@ def run_daemon(settings: Settings, stop: threading.Event) -> int:
             log.error("cannot start", error=str(exc))
             return 2
         try:
-            return _run(settings, stop, engine, store)
+            return Daemon(settings, stop, engine, store).run()
         finally:
             store.close()
 
 
-def _run(settings: Settings, stop: threading.Event, engine: Engine, store: LocalStateStore) -> int:
-    admin = make_admin(settings)
-    telemetry = Telemetry(
-        DaemonMetrics(),
-        Health(settings.http.liveness_stall_s, lambda: _broker_answers(admin)),
-        ServiceNotifier(),
-    )
-    endpoints = None
-    if settings.http.port is not None:
+class _CannotStartError(Exception):
+    """The daemon cannot start (logged as "cannot start"; exit code 2)."""
+
+
+class Daemon:
+    """The daemon's parts and the order they start, run and stop in (module docstring)."""
+
+    # Built by the steps of :meth:`run`.
+    controller: RetrainController
+    model_sync: ModelSync
+    producer: Producer
+    publisher: Publisher
+    source: BatchSource
+    checkpointer: Checkpointer
+    guard: PoisonGuard
+    handler: BatchHandler
+    gauges: StateGauges
+
+    def __init__(
+        self, settings: Settings, stop: threading.Event, engine: Engine, store: LocalStateStore
+    ) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.engine = engine
+        self.store = store
+        self.admin = make_admin(settings)
+        self.telemetry = Telemetry(
+            DaemonMetrics(),
+            Health(settings.http.liveness_stall_s, lambda: _broker_answers(self.admin)),
+            ServiceNotifier(),
+        )
+        self.manager = SeriesStateManager(
+            engine.table,
+            store,
+            [GroupInfo(g.version, f"state.{g.name}", frozenset(g.lineage)) for g in engine.groups],
+            route=engine.group_index_of,
+        )
+        self.heap = HeapTrimmer(HEAP_TRIM_INTERVAL_S)
+        self._in_flight: Sequence[Message] = ()
+        self._shutdown_deadline: float | None = None
+        self._next_progress_log = 0.0
+
+    def run(self) -> int:
+        """Serve until ``stop`` is set. The exit code: 0 after a clean stop (or a stop while
+        waiting for the input topics), 1 when records stayed unacknowledged, 2 when the
+        daemon cannot start."""
+        try:
+            with ExitStack() as undo:
+                self._serve_http(undo)
+                self._warm_up()
+                if not self._wait_for_topics():
+                    return 0
+                self._sync_models(undo)
+                self._connect()
+                return self._consume()
+        except _CannotStartError as exc:
+            log.error("cannot start", error=str(exc))
+            return 2
+
+    # -- starting -----------------------------------------------------------------------
+
+    def _serve_http(self, undo: ExitStack) -> None:
+        """``/healthz``, ``/readyz`` and ``/metrics`` (when ``http.port`` is set)."""
+        http = self.settings.http
+        if http.port is None:
+            return
         try:
             endpoints = HttpEndpoints(
-                settings.http.host, settings.http.port, telemetry.metrics.registry, telemetry.health
+                http.host, http.port, self.telemetry.metrics.registry, self.telemetry.health
             )
         except OSError as exc:
-            log.error("cannot start", error=f"HTTP endpoints on port {settings.http.port}: {exc}")
-            return 2
+            raise _CannotStartError(f"HTTP endpoints on port {http.port}: {exc}") from exc
         endpoints.start()
-        log.info("http endpoints", host=settings.http.host, port=endpoints.port)
-    started = time.perf_counter()
-    engine.warm_up()
-    log.info(
-        "engine ready", fused_kernel=engine.fused, seconds=round(time.perf_counter() - started, 3)
-    )
-    try:
-        return _run_serving(settings, stop, engine, store, admin, telemetry)
-    finally:
-        if endpoints is not None:
-            endpoints.stop()
+        undo.callback(endpoints.stop)
+        log.info("http endpoints", host=http.host, port=endpoints.port)
+
+    def _warm_up(self) -> None:
+        started = time.perf_counter()
+        self.engine.warm_up()
+        log.info("engine ready", seconds=round(time.perf_counter() - started, 3))
+
+    def _wait_for_topics(self) -> bool:
+        """Create or check the topics, waiting for the input ones; False if stopped meanwhile."""
+
+        def stopped_while_waiting() -> bool:
+            self.telemetry.health.progressed()  # waiting is not a stuck loop
+            return self.stop.is_set()
+
+        try:
+            return bool(ensure_topics(self.settings, self.admin, stopped_while_waiting))
+        except TopicLayoutError as exc:
+            raise _CannotStartError(str(exc)) from exc
+
+    def _sync_models(self, undo: ExitStack) -> None:
+        """The model topic and the retrain controller; serve the newest published models."""
+        settings, retrain = self.settings, self.settings.retrain
+        models = ModelTopic(
+            client_config(settings, "admin"),
+            settings.topics.models_of(settings.kafka.group_id),
+            publisher=transactional_id(settings),
+        )
+        undo.callback(models.close)
+        self.controller = RetrainController(
+            retrain,
+            self.engine,
+            self.manager,
+            ModelRegistry(
+                retrain.registry_dir or self.store.path.parent / "models", retrain.keep_versions
+            ),
+            BackgroundTrainer(retrain.threads, retrain.nice) if retrain.enabled else None,
+            models.publish,
+            metrics=self.telemetry.metrics,
+        )
+        undo.callback(self.controller.close)
+        trainer_partition = (settings.topics.input[0], 0)
+        self.model_sync = ModelSync(models, self.controller, trainer_partition, retrain.enabled)
+        self.model_sync.adopt_published()
+
+    def _connect(self) -> None:
+        """The producer and publisher, the consumer, and the checkpointer between them."""
+        settings, topics, telemetry = self.settings, self.settings.topics, self.telemetry
+        outputs = [t for t in (topics.alerts, topics.forecasts, topics.dead_letter) if t]
+        limits = read_limits(
+            self.admin, client_config(settings, "producer"), [*topics.input, *outputs]
+        )
+        log_mismatches(limits, topics.input, topics.dead_letter, settings.consume.max_message_bytes)
+        self.producer = make_producer(settings)
+        self.publisher = Publisher.over(
+            self.producer, self.engine, telemetry, telemetry.metrics, topics, limits
+        )
+        self.source = BatchSource(
+            make_consumer(settings, self._on_commit),
+            topics.input,
+            on_error=lambda err: log.warning("consumer error", error=str(err), code=err.code()),
+        )
+        self.checkpointer = Checkpointer(
+            settings,
+            self.source,
+            self.producer,
+            self.publisher.sink,
+            self.manager,
+            client_config(settings, "admin"),
+            telemetry.alive,
+        )
+        self.guard = PoisonGuard(self.store)
+        self.handler = BatchHandler(
+            settings.consume,
+            self.engine,
+            self.checkpointer,
+            self.publisher,
+            self.controller,
+            telemetry,
+            self._give_up,
+            self.guard,
+            from_environment(),
+        )
+        self.gauges = StateGauges(
+            telemetry.metrics,
+            lambda: len(self.engine.table),
+            lambda: self.manager.evicted_series,
+            lambda: self.checkpointer.restored_series,
+            self.source.lag,
+            lambda: len(self.source.assignment()),
+            lambda: self.controller.training,
+        )
+
+    # -- the consume loop ---------------------------------------------------------------
+
+    def _consume(self) -> int:
+        """Join the group, loop until stopped, leave; the exit code."""
+        self._log_started()
+        self._next_progress_log = time.monotonic() + STATS_INTERVAL_S
+        tune_for_loop()
+        self.telemetry.gc_pauses.install()
+        self.checkpointer.start()
+        self.source.subscribe(
+            self._on_assign, self.checkpointer.on_revoke, self.checkpointer.on_lost
+        )
+        try:
+            while not self.stop.is_set():
+                self._iterate()
+            return self._shut_down()
+        except BaseException as exc:
+            self._abandon(exc)
+            raise
+        finally:
+            self._leave()
+
+    def _iterate(self) -> None:
+        """One iteration of the loop (module docstring)."""
+        consume = self.settings.consume
+        with self.telemetry.timer.stage("poll"):
+            messages = self.source.poll_batch(consume.batch_max_messages, consume.poll_timeout_s)
+        if messages:
+            self._handle(messages)
+        else:
+            self.publisher.serve_reports()
+        self._checkpoint()
+        self.gauges.export_if_due()
+        self.model_sync.step(self.source.assignment)
+        self.telemetry.progressed()
+        self._log_progress_if_due()
+
+    def _handle(self, messages: Sequence[Message]) -> None:
+        started = time.perf_counter()
+        self._in_flight = messages
+        self.handler.handle(messages)
+        self._in_flight = ()
+        self.telemetry.count_latency(time.perf_counter() - started, self.controller.training)
+
+    def _checkpoint(self) -> None:
+        """Commit what the broker has acknowledged meanwhile; checkpoint when one is due."""
+        checkpointer = self.checkpointer
+        checkpointer.settle()
+        if self.guard.active:
+            self.guard.passed(checkpointer.committed())
+        if checkpointer.due():
+            started = time.perf_counter()
+            committed = checkpointer.checkpoint(self._give_up, wait=False)
+            self.telemetry.count_checkpoint(time.perf_counter() - started, committed)
+            with self.telemetry.timer.stage("heap_trim"):
+                self.heap.maybe_trim()
+
+    def _shut_down(self) -> int:
+        """The last checkpoint; 1 if records stayed unacknowledged (offsets not committed)."""
+        self.telemetry.stopping()
+        if self.checkpointer.close(self._give_up):
+            return 0
+        log.error("shutting down with unacknowledged records; offsets not committed")
+        return 1
+
+    def _abandon(self, exc: BaseException) -> None:
+        """Whatever failed, the batch in hand may be half done: commit nothing more (the
+        revocation that closing the consumer triggers included), and remember where it died
+        so that the next start sets the message aside if it fails again."""
+        log.exception("the consume loop failed", error=f"{type(exc).__name__}: {exc}")
+        self.checkpointer.abandon()
+        if self._in_flight:
+            self.guard.died_in(self._in_flight, exc)
+
+    def _leave(self) -> None:
+        """Leave the group (revoking the partitions saves their series to the store)."""
+        self.source.close()
+        self.producer.flush(5.0)
+        log.info(
+            "stopped",
+            live_series=len(self.engine.table),
+            stored_series=self.store.count(),
+            **self.telemetry.log_fields(),
+            profile_s=self.telemetry.timer.rounded(),
+        )
+        self.telemetry.gc_pauses.uninstall()
+
+    # -- callbacks and log lines --------------------------------------------------------
+
+    def _give_up(self) -> bool:
+        """Whether a shutdown has waited :data:`SHUTDOWN_ACK_TIMEOUT_S` for acknowledgements
+        (False while not stopping)."""
+        if not self.stop.is_set():
+            return False
+        if self._shutdown_deadline is None:
+            self._shutdown_deadline = time.monotonic() + SHUTDOWN_ACK_TIMEOUT_S
+        return time.monotonic() > self._shutdown_deadline
+
+    def _on_commit(self, err: KafkaError | None, parts: list[TopicPartition]) -> None:
+        # runs inside the consumer's polls, all after the checkpointer exists
+        self.checkpointer.on_commit(err, parts)
+
+    def _on_assign(self, parts: list[TopicPartition]) -> None:
+        self.checkpointer.on_assign(parts)  # restores the partitions' state first
+        self.telemetry.serving(len(self.source.assignment()))
+
+    def _log_started(self) -> None:
+        settings = self.settings
+        log.info(
+            "started",
+            input_topics=settings.topics.input,
+            alert_topic=settings.topics.alerts,
+            forecast_topic=settings.topics.forecasts,
+            dead_letter_topic=settings.topics.dead_letter,
+            group_id=settings.kafka.group_id,
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            delivery=settings.delivery.mode,
+            state_store=str(self.store.path),
+            model_versions={g.name: g.version for g in self.engine.groups},
+            retrain=settings.retrain.enabled,
+            training_buffer_mib=round(self.controller.buffer.nbytes / 2**20, 1),
+        )
+
+    def _log_progress_if_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_progress_log:
+            log.info(
+                "progress",
+                live_series=len(self.engine.table),
+                **self.telemetry.log_fields(),
+                **self.controller.status(),
+            )
+            self._next_progress_log = now + STATS_INTERVAL_S
 
 
 def _broker_answers(admin: AdminClient) -> bool:
@@ -145,239 +411,6 @@ def _broker_answers(admin: AdminClient) -> bool:
     return True
 
 
-def _run_serving(
-    settings: Settings,
-    stop: threading.Event,
-    engine: Engine,
-    store: LocalStateStore,
-    admin: AdminClient,
-    telemetry: Telemetry,
-) -> int:
-    manager = SeriesStateManager(
-        engine.table,
-        store,
-        [GroupInfo(g.version, f"state.{g.name}", frozenset(g.lineage)) for g in engine.groups],
-        route=engine.group_index_of,
-    )
-
-    def stopped_while_waiting() -> bool:
-        telemetry.health.progressed()  # waiting for the input topics is not a stuck loop
-        return stop.is_set()
-
-    try:
-        partitions = ensure_topics(settings, admin, stopped_while_waiting)
-    except TopicLayoutError as exc:
-        log.error("cannot start", error=str(exc))
-        return 2
-    if not partitions:
-        return 0  # stopped while waiting for the input topics
-    topics = settings.topics
-    limits = read_limits(
-        admin,
-        client_config(settings, "producer"),
-        [*topics.input, *(t for t in (topics.alerts, topics.forecasts, topics.dead_letter) if t)],
-    )
-    log_mismatches(limits, topics.input, topics.dead_letter, settings.consume.max_message_bytes)
-    models = ModelTopic(
-        client_config(settings, "admin"),
-        settings.topics.models_of(settings.kafka.group_id),
-        publisher=transactional_id(settings),
-    )
-    retrain = settings.retrain
-    controller = RetrainController(
-        retrain,
-        engine,
-        manager,
-        ModelRegistry(retrain.registry_dir or store.path.parent / "models", retrain.keep_versions),
-        BackgroundTrainer(retrain.threads, retrain.nice) if retrain.enabled else None,
-        models.publish,
-        metrics=telemetry.metrics,
-    )
-    sync = ModelSync(models, controller, (topics.input[0], 0), retrain.enabled)
-    try:
-        sync.adopt_published()
-        return _loop(settings, stop, engine, store, manager, controller, sync, telemetry, limits)
-    finally:
-        controller.close()
-        models.close()
-
-
-def _loop(
-    settings: Settings,
-    stop: threading.Event,
-    engine: Engine,
-    store: LocalStateStore,
-    manager: SeriesStateManager,
-    controller: RetrainController,
-    sync: ModelSync,
-    telemetry: Telemetry,
-    limits: SizeLimits,
-) -> int:
-    metrics = telemetry.metrics
-    producer = make_producer(settings)
-
-    def on_produce_error(topic: str, err: KafkaError) -> None:
-        log.warning("delivery failed, will retry", topic=topic, error=str(err))
-
-    sink = AckedSink(producer, on_produce_error, lambda r, e: publisher.on_refused(r, e))
-    topics = settings.topics
-    publisher = Publisher(
-        sink,
-        engine,
-        telemetry,
-        metrics,
-        topics.alerts,
-        topics.forecasts,
-        topics.dead_letter,
-        limits.writable_bytes(topics.dead_letter) if topics.dead_letter else 0,
-    )
-
-    def on_commit(err: KafkaError | None, parts: list[TopicPartition]) -> None:
-        # runs inside the consumer's polls, all after the checkpointer below exists
-        checkpointer.on_commit(err, parts)
-
-    source = BatchSource(
-        make_consumer(settings, on_commit),
-        settings.topics.input,
-        on_error=lambda err: log.warning("consumer error", error=str(err), code=err.code()),
-    )
-
-    checkpointer = Checkpointer(
-        settings, source, producer, sink, manager, client_config(settings, "admin"), telemetry.alive
-    )
-    log.info(
-        "started",
-        input_topics=settings.topics.input,
-        alert_topic=settings.topics.alerts,
-        forecast_topic=settings.topics.forecasts,
-        dead_letter_topic=settings.topics.dead_letter,
-        group_id=settings.kafka.group_id,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        delivery=settings.delivery.mode,
-        state_store=str(store.path),
-        model_versions={g.name: g.version for g in engine.groups},
-        retrain=settings.retrain.enabled,
-        training_buffer_mib=round(controller.buffer.nbytes / 2**20, 1),
-    )
-    next_stats = time.monotonic() + STATS_INTERVAL_S
-    gauges = StateGauges(
-        metrics,
-        lambda: len(engine.table),
-        lambda: manager.evicted_series,
-        lambda: checkpointer.restored_series,
-        source.lag,
-        lambda: len(source.assignment()),
-        lambda: controller.training,
-    )
-    shutdown_deadline: float | None = None
-
-    def give_up() -> bool:
-        nonlocal shutdown_deadline
-        if not stop.is_set():
-            return False
-        if shutdown_deadline is None:
-            shutdown_deadline = time.monotonic() + SHUTDOWN_ACK_TIMEOUT_S
-        return time.monotonic() > shutdown_deadline
-
-    exit_code = 0
-    _tune_garbage_collector()
-    telemetry.gc_pauses.install()
-    checkpointer.start()
-    heap = HeapTrimmer(HEAP_TRIM_INTERVAL_S)
-
-    def on_assign(parts: list[TopicPartition]) -> None:
-        checkpointer.on_assign(parts)  # restores the partitions' state first
-        telemetry.serving(len(source.assignment()))
-
-    guard = PoisonGuard(store)
-    handler = _BatchHandler(
-        settings,
-        engine,
-        checkpointer,
-        publisher,
-        controller,
-        telemetry,
-        give_up,
-        guard,
-        from_environment(),
-    )
-    in_flight: Sequence[Message] = ()
-    source.subscribe(on_assign, checkpointer.on_revoke, checkpointer.on_lost)
-    try:
-        while not stop.is_set():
-            with telemetry.timer.stage("poll"):
-                messages = source.poll_batch(
-                    settings.consume.batch_max_messages, settings.consume.poll_timeout_s
-                )
-            if messages:
-                started = time.perf_counter()
-                in_flight = messages
-                handler.handle(messages)
-                in_flight = ()
-                telemetry.count_latency(time.perf_counter() - started, controller.training)
-            else:
-                sink.serve_reports()
-            checkpointer.settle()  # commits what the broker has acknowledged meanwhile
-            if guard.active:
-                guard.passed(checkpointer.committed())
-            if checkpointer.due():
-                started = time.perf_counter()
-                committed = checkpointer.checkpoint(give_up, wait=False)
-                telemetry.count_checkpoint(time.perf_counter() - started, committed)
-                with telemetry.timer.stage("heap_trim"):
-                    heap.maybe_trim()
-            gauges.export_if_due()
-            sync.step(source.assignment)
-            telemetry.progressed()
-            now = time.monotonic()
-            if now >= next_stats:
-                log.info(
-                    "progress",
-                    live_series=len(engine.table),
-                    **telemetry.log_fields(),
-                    **controller.status(),
-                )
-                next_stats = now + STATS_INTERVAL_S
-        telemetry.stopping()
-        if not checkpointer.close(give_up):
-            log.error("shutting down with unacknowledged records; offsets not committed")
-            exit_code = 1
-    except BaseException as exc:
-        # Whatever failed, the batch in hand may be half done: commit nothing more (the
-        # revocation that closing the consumer triggers included), and remember where it
-        # died so that the next start sets the message aside if it fails again.
-        log.exception("the consume loop failed", error=f"{type(exc).__name__}: {exc}")
-        checkpointer.abandon()
-        if in_flight:
-            guard.died_in(in_flight, exc)
-        raise
-    finally:
-        # Leaving the group revokes the partitions: their series are saved to the store.
-        source.close()
-        producer.flush(5.0)
-        log.info(
-            "stopped",
-            live_series=len(engine.table),
-            stored_series=store.count(),
-            **telemetry.log_fields(),
-            profile_s=telemetry.timer.rounded(),
-        )
-        telemetry.gc_pauses.uninstall()
-    return exit_code
-
-
-def _tune_garbage_collector() -> None:
-    """Make the cyclic garbage collector cheap for a loop that allocates many short-lived
-    objects per message: everything alive after start-up (torch, the model, the clients) is
-    frozen out of collection, and the youngest generation is collected every
-    :data:`GC_GEN0_THRESHOLD` allocations instead of 700. The loop creates few reference
-    cycles (its objects are freed by reference counting), so this costs little memory and
-    halves the time spent decoding messages."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
-
-
 @contextmanager
 def _state_directory(settings: Settings) -> Iterator[Path]:
     """``state.directory``, or a temporary one removed at exit."""
@@ -386,110 +419,3 @@ def _state_directory(settings: Settings) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="streamrnn-state-") as tmp:
         yield Path(tmp)
-
-
-@dataclass
-class _BatchHandler:
-    """Decode → state → engine → publish for one batch (not yet acknowledged), and the
-    isolation of the messages a previous run died on (see :mod:`streamrnn.poison`)."""
-
-    settings: Settings
-    engine: Engine
-    checkpointer: Checkpointer
-    publisher: Publisher
-    controller: RetrainController
-    telemetry: Telemetry
-    give_up: Callable[[], bool]
-    guard: PoisonGuard
-    faults: FaultInjector | None = None
-
-    def handle(self, messages: Sequence[Message]) -> None:
-        """Handle a polled batch; messages in a remembered range are handled one by one."""
-        if not self.guard.active:
-            self._handle(messages)
-            return
-        for suspect, run in self.guard.segments(messages):
-            if not suspect:
-                self._handle(run)
-                continue
-            for msg in run:
-                self._isolated(msg)
-
-    def _handle(self, messages: Sequence[Message], isolated: bool = False) -> None:
-        batch = self._batch(messages, isolated)
-        with self.telemetry.timer.stage("retrain.observe"):
-            self.controller.observe(batch)
-
-    def _isolated(self, msg: Message) -> None:
-        """Handle a message the previous run may have died on, alone; should it raise
-        again, put its series' state back and dead-letter it as a poison pill."""
-        decoded = decode_message(msg.value(), DecodeRules.of(self.settings.consume, time.time()))
-        series = decoded.series if isinstance(decoded, DecodedMessage) else None
-        backup = RowBackup.take(self.engine.table, series) if series is not None else None
-        try:
-            self._handle([msg], isolated=True)
-        except Exception as exc:
-            if backup is not None:
-                backup.restore(self.engine.table)
-            self.checkpointer.handled([msg], [], np.empty(0, dtype=np.int64))
-            self.telemetry.metrics.poison_pills.inc()
-            topic, partition, offset = position_of(msg)
-            log.error(
-                "poison pill: a message the daemon died on fails again alone; dead-lettered",
-                topic=topic,
-                partition=partition,
-                offset=offset,
-                series=series,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            detail = f"the daemon died handling it, and alone it fails again: {exc!r}"
-            self.publisher.reject(Rejection("poison_pill", detail[:1000], series), msg)
-
-    def _fault(self, where: str, messages: Sequence[Message], isolated: bool) -> None:
-        if self.faults is not None:
-            self.faults.point(where, messages, isolated)
-
-    def _batch(self, messages: Sequence[Message], isolated: bool) -> EngineBatchResult:
-        """Decode, process and produce the records of one batch (not yet acknowledged)."""
-        decoded: list[DecodedMessage] = []
-        origins: list[Message] = []
-        telemetry, publisher, engine = self.telemetry, self.publisher, self.engine
-        timer = telemetry.timer
-        started = time.perf_counter()
-        results = decode_messages(
-            [msg.value() for msg in messages], DecodeRules.of(self.settings.consume, time.time())
-        )
-        for msg, result in zip(messages, results, strict=True):
-            if isinstance(result, Rejection):
-                publisher.reject(result, msg)
-            else:
-                decoded.append(result)
-                origins.append(msg)
-        telemetry.count_batch(len(messages))
-        timer.add("decode", time.perf_counter() - started)
-        self._fault("decoded", messages, isolated)
-        with timer.stage("state.load"):
-            self.checkpointer.make_room([d.series for d in decoded], self.give_up)
-        self._fault("state.load", messages, isolated)
-        batch = engine.process(decoded, timer)
-        self._fault("engine", messages, isolated)
-        with timer.stage("state.bookkeeping"):
-            self.checkpointer.handled(messages, origins, batch.message_slot)
-        self._fault("handled", messages, isolated)
-        sent: set[tuple[int, str]] = set()
-        for index, rejection in batch.rejections:
-            # A window message with several bad points is dead-lettered once per reason.
-            first = (index, rejection.reason) not in sent
-            sent.add((index, rejection.reason))
-            publisher.reject(rejection, origins[index], dead_letter=first)
-        telemetry.count_points(len(batch))
-        with timer.stage("produce.alerts"):
-            publisher.alerts(batch, decoded, origins)
-        self._fault("alerts", messages, isolated)
-        if publisher.forecast_topic is not None:
-            with timer.stage("produce.forecasts"):
-                publisher.forecasts(batch, decoded, origins)
-            self._fault("forecasts", messages, isolated)
-        with timer.stage("produce.reports"):
-            publisher.serve_reports()
-        return batch

@@ -16,6 +16,8 @@ of its source message, and a dead letter itself shrinks, in this order:
 
 Every dead letter carries ``streamrnn.reason``, ``streamrnn.detail``, the source topic,
 partition and offset, and ``streamrnn.original_bytes`` (the size of the original value).
+A message a previous run of the daemon died on, and that fails again when handled alone
+(see :mod:`streamrnn.poison`), is dead-lettered as ``poison_pill`` by :meth:`poison_pill`.
 Knows nothing of torch; the engine's results are plain arrays.
 """
 
@@ -27,10 +29,12 @@ from typing import Protocol
 
 import numpy as np
 import orjson
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, Message, Producer
 
+from streamrnn.config import TopicsConfig
 from streamrnn.decode import DecodedMessage, Rejection
 from streamrnn.engine.engine import Engine, EngineBatchResult
+from streamrnn.kafka.limits import SizeLimits
 from streamrnn.kafka.sink import AckedSink, Headers, Record
 from streamrnn.kafka.source import position_of
 from streamrnn.logs import get_logger
@@ -57,6 +61,8 @@ DEAD_LETTER_HEADROOM_BYTES = 1024
 
 #: The header that says a dead letter's value is not the original message's.
 TRUNCATED_HEADER = "streamrnn.truncated"
+#: Characters of a poison pill's exception kept in its ``streamrnn.detail`` header.
+POISON_DETAIL_CHARS = 1000
 
 
 class Counts(Protocol):
@@ -106,6 +112,42 @@ class Publisher:
         self.dead_letter_topic = dead_letter_topic
         self.dead_letter_max_bytes = dead_letter_max_bytes
 
+    @classmethod
+    def over(
+        cls,
+        producer: Producer,
+        engine: Engine,
+        counts: Counts,
+        metrics: DaemonMetrics,
+        topics: TopicsConfig,
+        limits: SizeLimits,
+    ) -> Publisher:
+        """The daemon's publisher: its own sink over ``producer`` (a failed delivery is
+        logged and sent again, a refused record goes to :meth:`on_refused`), dead letters
+        sized to what the dead-letter topic takes (``limits``, read at start-up)."""
+
+        def on_refused(record: Record, err: KafkaError) -> Record | None:
+            return publisher.on_refused(record, err)
+
+        sink = AckedSink(producer, _delivery_failed, on_refused)
+        dead_letter = topics.dead_letter
+        publisher = cls(
+            sink,
+            engine,
+            counts,
+            metrics,
+            topics.alerts,
+            topics.forecasts,
+            dead_letter,
+            limits.writable_bytes(dead_letter) if dead_letter else 0,
+        )
+        return publisher
+
+    @property
+    def sink(self) -> AckedSink:
+        """The sink every record goes through (the checkpointer waits on it)."""
+        return self._sink
+
     def serve_reports(self) -> None:
         """Run the delivery callbacks of what was acknowledged so far (see the sink)."""
         self._sink.serve_reports()
@@ -130,6 +172,22 @@ class Publisher:
             partition=partition,
             offset=offset,
         )
+
+    def poison_pill(self, msg: Message, series: str | None, exc: Exception) -> None:
+        """Dead-letter ``msg`` as ``poison_pill``: the daemon died handling it, and handled
+        alone it raised ``exc`` again."""
+        self._metrics.poison_pills.inc()
+        topic, partition, offset = position_of(msg)
+        log.error(
+            "poison pill: a message the daemon died on fails again alone; dead-lettered",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            series=series,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        detail = f"the daemon died handling it, and alone it fails again: {exc!r}"
+        self.reject(Rejection("poison_pill", detail[:POISON_DETAIL_CHARS], series), msg)
 
     def _send_dead_letter(self, rejection: Rejection, origin: _Origin) -> None:
         assert self.dead_letter_topic is not None
@@ -350,6 +408,10 @@ class Publisher:
             ),
             msg,
         )
+
+
+def _delivery_failed(topic: str, err: KafkaError) -> None:
+    log.warning("delivery failed, will retry", topic=topic, error=str(err))
 
 
 def _dead_letter_headers(rejection: Rejection, origin: _Origin) -> Headers:

@@ -48,6 +48,7 @@ from structlog.testing import capture_logs
 from streamrnn.checkpoint import PROGRESS_EVERY, Checkpointer
 from streamrnn.config import Settings, load_settings
 from streamrnn.engine.build import build_engine
+from streamrnn.gc_pauses import tune_for_loop
 from streamrnn.kafka.changelog import MODEL_HEADER, ChangelogFold, read_changelog
 from streamrnn.kafka.clients import client_config, create_new_topics
 from streamrnn.local_broker import start_broker, stop_broker
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> None:
     if args.group:
         last = args.records_per_series * ROUND_OFFSETS
         committed = {("metrics", p): last for p in range(args.partitions)}
-        tune_collector()
+        tune_for_loop()  # as the daemon does: its rebalance callbacks run the restores
         runs = [measure(settings, changelog, committed, args.series) for _ in range(args.repeat)]
         report(runs, args.series)
         return
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
     )
     try:
         committed = fill(settings, changelog, args)
-        tune_collector()
+        tune_for_loop()  # as the daemon does: its rebalance callbacks run the restores
         runs = [measure(settings, changelog, committed, args.series) for _ in range(args.repeat)]
         report(runs, args.series)
     finally:
@@ -128,14 +129,6 @@ def run(args: argparse.Namespace) -> None:
             print(f"kept {changelog}: --group {group} reuses it")
         else:
             admin.delete_topics([changelog], operation_timeout=30)
-
-
-def tune_collector() -> None:
-    """The garbage collector as ``streamrnn.daemon._tune_garbage_collector`` leaves it for
-    the loop (whose rebalance callbacks run the restores)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, *gc.get_threshold()[1:])
 
 
 def new_manager(settings: Settings, directory: Path) -> SeriesStateManager:
