@@ -249,12 +249,10 @@ class ModelConfig(_Section):
     groups: list[ModelGroupConfig] = Field(default_factory=list)
     #: Points ahead forecast after each point and published to ``topics.forecasts`` (0 = off).
     horizon_points: int = Field(0, ge=0, le=1000)
-    #: torch intra-op threads for the consume loop (the column path and k-step forecasts).
+    #: torch intra-op threads of the serving process (loading and exporting models; the
+    #: consume loop itself runs the compiled kernel, not torch).
     torch_threads: int = Field(1, ge=1, le=64)
-    #: Step batches with the compiled per-series kernel (numba) where it serves the model
-    #: (GRU groups of one architecture); false = the column-by-column numpy/torch path.
-    fused_kernel: bool = True
-    #: Cores the fused kernel may use: the series of a batch are stepped in parallel.
+    #: Cores the compiled kernel may use: the series of a batch are stepped in parallel.
     kernel_threads: int = Field(2, ge=1, le=64)
 
     @model_validator(mode="after")

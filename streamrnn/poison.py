@@ -30,8 +30,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from streamrnn.engine.series_table import SeriesTable
 from streamrnn.logs import get_logger
+from streamrnn.state.series_table import SeriesTable
 from streamrnn.state.store import LocalStateStore
 
 __all__ = ["PoisonGuard", "RowBackup"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamrnn.arrays import FloatArray
-from streamrnn.forecast.features import DAY_S
+from streamrnn.stages.features import DAY_S
 
 __all__ = ["pretrain_corpus"]
 

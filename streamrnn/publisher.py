@@ -49,7 +49,7 @@ from streamrnn.records import (
     encode_forecasts,
     iso_time,
 )
-from streamrnn.scoring.alert_rule import SEVERITY_NAMES
+from streamrnn.stages.alert_rule import RULE_NAME, SEVERITY_NAMES
 
 __all__ = ["DEAD_LETTER_HEADROOM_BYTES", "Counts", "Publisher"]
 
@@ -293,7 +293,7 @@ class Publisher:
         severity = int(batch.severity[i])
         ts, value, forecast = float(batch.ts[i]), float(batch.value[i]), float(batch.forecast[i])
         return AlertRecord(
-            alert_id=alert_id(series, ts, rule.name),
+            alert_id=alert_id(series, ts, RULE_NAME),
             series=series,
             labels=engine.table.labels_of(int(batch.slot[i])) or {},
             ts=ts,
@@ -305,7 +305,7 @@ class Publisher:
             score=float(batch.score[i]),
             threshold=rule.threshold_of(severity),
             severity=SEVERITY_NAMES[severity],
-            rule=rule.name,
+            rule=RULE_NAME,
             model_version=engine.groups[int(batch.group[i])].version,
             source=SourcePosition(*position_of(msg)),
         )

@@ -6,13 +6,18 @@ from pathlib import Path
 
 import torch
 
-from streamrnn.config import ModelConfig, Settings
+from streamrnn.config import ModelConfig, ScoringConfig, Settings
 from streamrnn.engine.engine import Engine, ModelGroup
 from streamrnn.forecast import artifact
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
-from streamrnn.scoring.chain import build_chain
+from streamrnn.stages import alert_rule, calibration, learning, novelty
+from streamrnn.stages.chain import ChainParams
+from streamrnn.stages.evt import EVTParams
+from streamrnn.stages.likelihood import LikelihoodParams
+from streamrnn.stages.seasonal import SeasonalParams
+from streamrnn.stages.tail import TailParams
 
-__all__ = ["SHIPPED_MODEL", "build_engine", "untrained_model"]
+__all__ = ["SHIPPED_MODEL", "build_chain", "build_engine", "untrained_model"]
 
 #: The model shipped with streamrnn, made by ``STREAMRNN_MODEL__DECAY=false streamrnn train
 #: --synthetic 150 --synthetic-points 3000 --seed 7 --epochs 25 --patience 3 --threads 1``
@@ -35,6 +40,50 @@ def untrained_model(config: ModelConfig) -> RecurrentForecaster:
         return RecurrentForecaster(spec)
     finally:
         torch.random.set_rng_state(generator_state)
+
+
+def build_chain(config: ScoringConfig) -> ChainParams:
+    """The scoring stages' parameters the configuration describes.
+
+    Raises:
+        ValueError: an alert window the rule cannot hold, or novelty settings out of range.
+    """
+    a = config.alert
+    rule = alert_rule.RuleParams(
+        warning_threshold=a.warning_threshold,
+        critical_threshold=a.critical_threshold,
+        clear_threshold=a.clear_threshold,
+        min_hits=a.min_hits,
+        window_points=a.window_points,
+        cooldown_points=a.cooldown_points,
+        cooldown_s=a.cooldown_s,
+    )
+    alert_rule.check(rule)
+    level_novelty = novelty.NoveltyParams(
+        on=config.min_novelty > 0 or config.novelty_cooldown_factor > 0,
+        min_novelty=config.min_novelty,
+        half_life_s=config.novelty_half_life_s,
+        cooldown_factor=config.novelty_cooldown_factor,
+    )
+    novelty.check(level_novelty)
+    return ChainParams(
+        seasonal=SeasonalParams(on=config.seasonal_deflation),
+        calibration=calibration.CalibrationParams(
+            kind=calibration.KINDS[config.calibration][0],
+            likelihood=LikelihoodParams(
+                config.likelihood_short_alpha, config.likelihood_long_alpha
+            ),
+            tail=TailParams(config.tail_alpha),
+            evt=EVTParams(config.evt_quantile, config.evt_rate_alpha),
+        ),
+        novelty=level_novelty,
+        rule=rule,
+        learning=learning.LearningParams(
+            warmup_points=config.warmup_points,
+            learn_from_anomalies=config.learn_from_anomalies,
+            max_skipped_points=config.max_skipped_points,
+        ),
+    )
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -87,6 +136,5 @@ def build_engine(settings: Settings) -> Engine:
         max_series=settings.series.max_series,
         normaliser_alpha=normaliser_alpha,
         horizon_points=m.horizon_points,
-        fused=m.fused_kernel,
         threads=m.kernel_threads,
     )

@@ -4,23 +4,23 @@ One call of :meth:`Engine.process` handles one polled batch:
 
 1. resolve each message's series to a state slot (new series get one while there is room);
 2. drop points that do not move their series forward in time (out of order, duplicate);
-3. lay the points out as a (K series × T points) grid, in arrival order per series;
-4. gather the K series' states (features, and the recurrent state per model group);
-5. walk the grid column by column, each column vectorised over all K series: features →
-   decay and forecast (one torch call per model group) → raw score → calibration → alert
-   rule → learn the points the scoring chain allows (normaliser, score history, and one
-   torch call to advance the recurrent state);
-6. scatter the states back — each series' hidden state persists from call to call;
-7. optionally roll each stepped series' model forward for a k-step forecast.
+3. group the points by series, in arrival order per series;
+4. step every point through the compiled kernel (:mod:`streamrnn.engine.kernel`, a
+   composer of the per-point stages of :mod:`streamrnn.stages`): features → decay and
+   forecast → raw score → calibration → alert rule → learn the points the learning policy
+   allows (normaliser, score history, recurrent state), in place in the series table —
+   each series' hidden state persists from call to call;
+5. optionally roll each stepped series' model forward for a k-step forecast
+   (:mod:`streamrnn.engine.rollout`).
 
-With single-point messages T is 1: one forecast call and one advance call per batch.
 The engine is the same whether points come from Kafka or from files; it knows nothing of
-Kafka. Its only torch use is the model step.
+Kafka. Torch is only the models' training form: their weights are exported to the compiled
+stages when a model is set (:mod:`streamrnn.forecast.export`).
 
 Any finite value is safe: values are clamped to ±1e30 (value units) before they reach a
 series' state, and a point beyond that is scored but not learned, so one absurd value cannot
-leave a series' forecasts or scores non-finite (:mod:`streamrnn.forecast.features`,
-:mod:`streamrnn.scoring.chain`; both paths, the fused kernel and the column path, alike).
+leave a series' forecasts or scores non-finite (:mod:`streamrnn.stages.features`,
+:mod:`streamrnn.stages.learning`).
 """
 
 from __future__ import annotations
@@ -29,22 +29,20 @@ import fnmatch
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain as chained
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from streamrnn.arrays import FloatArray, Int8Array, IntArray
 from streamrnn.decode import DecodedMessage, Rejection
-from streamrnn.engine.fused import MIN_SEEN_TO_SCORE, FusedStepper, StepOutput
-from streamrnn.engine.series_table import SeriesTable
-from streamrnn.forecast.features import FeatureState, clamp_values, learn_point, point_features
+from streamrnn.engine.rollout import Horizon, rollout
+from streamrnn.engine.stepper import BatchStepper
 from streamrnn.forecast.gru import RecurrentForecaster
-from streamrnn.forecast.multistep import Horizon, rollout
-from streamrnn.scoring.chain import ScoringChain
-from streamrnn.scoring.raw import standardised_residual
 from streamrnn.stage_timer import StageTimer
+from streamrnn.stages import blas, chain, features, schema
+from streamrnn.stages.alert_rule import RuleParams
+from streamrnn.state.series_table import SeriesTable
 
 __all__ = ["Engine", "EngineBatchResult", "ModelGroup"]
 
@@ -99,63 +97,54 @@ class Engine:
     def __init__(
         self,
         groups: Sequence[ModelGroup],
-        chain: ScoringChain,
+        chain: chain.ChainParams,
         max_series: int,
         normaliser_alpha: float,
         horizon_points: int = 0,
-        fused: bool = True,
         threads: int = 1,
     ) -> None:
-        """``fused``: step batches with the compiled kernel where it serves the models and
-        chain (:mod:`streamrnn.engine.fused`), else the column path; ``threads``: cores the
-        kernel may use (series are stepped in parallel)."""
+        """``chain``: the scoring stages' parameters (:func:`streamrnn.engine.build.build_chain`);
+        ``threads``: cores the kernel may use (series are stepped in parallel)."""
         if not groups or groups[-1].pattern is not None:
             raise ValueError("the last model group must be the catch-all (pattern None)")
         self.groups = list(groups)
         for group in self.groups:
             group.model.eval()
         self.chain = chain
-        self.rule = chain.rule
+        self.rule: RuleParams = chain.rule
         self.normaliser_alpha = normaliser_alpha
         self.horizon_points = horizon_points
         self.table = SeriesTable(max_series)
-        for name in FeatureState.column_names():
-            self.table.add_column(name)
-        self.table.add_column("group", dtype=np.int64, fill=len(self.groups) - 1)
-        # Latest accepted timestamp (learned or not): the ordering check's reference.
-        self.table.add_column("latest_ts", fill=-np.inf)
-        for group in self.groups:
-            spec = group.model.spec
-            self.table.add_column(
-                f"state.{group.name}", shape=(spec.state_rows, spec.hidden_size), dtype=np.float32
-            )
-        chain.bind(self.table)
-        self._use_fused = fused
-        self._fused_threads = threads
-        self._fused: FusedStepper | None = None
-        self._refresh_fused()
+        schema.declare(self.table, self.columns())
+        self._stepper = BatchStepper(self.table, chain, normaliser_alpha, threads)
+        self._stepper.set_models(self.groups)
 
-    def _refresh_fused(self) -> None:
-        """(Re)pack the models for the fused kernel, or fall back to the column path."""
-        if not self._use_fused or not FusedStepper.supports(self.groups, self.chain):
-            self._fused = None
-            return
-        if self._fused is None:
-            self._fused = FusedStepper(
-                self.table, self.chain, self.normaliser_alpha, self._fused_threads
+    def columns(self) -> tuple[schema.Column, ...]:
+        """Every per-series column, in state-record order (the layout the state codec
+        fingerprints): features, model group, latest timestamp (the ordering check's
+        reference, learned or not), each group's recurrent state, the scoring chain's."""
+        states = tuple(
+            schema.Column(
+                f"state.{g.name}", np.float32, (g.model.spec.state_rows, g.model.spec.hidden_size)
             )
-        self._fused.set_models(self.groups)
+            for g in self.groups
+        )
+        return (
+            *features.COLUMNS,
+            schema.Column("group", np.int64, (), len(self.groups) - 1),
+            schema.Column("latest_ts", np.float64, (), -np.inf),
+            *states,
+            *chain.columns(self.chain),
+        )
 
     def warm_up(self) -> None:
-        """Compile the fused kernel now (an empty batch) rather than on the first batch: the
-        first compilation takes ~15 s, later starts load it from numba's cache."""
-        if self._fused is not None:
-            self._fused.warm_up()
-
-    @property
-    def fused(self) -> bool:
-        """Whether batches are stepped by the fused kernel (else the column path)."""
-        return self._fused is not None
+        """Compile the kernel (and the k-step rollout, if on) now, on empty batches, rather
+        than on the first batch: the first compilation takes about 15 s, later
+        starts load it from numba's cache."""
+        self._stepper.warm_up()
+        if self.horizon_points:
+            empty = np.zeros(0, dtype=np.int64)
+            self._horizon(empty, empty)
 
     @property
     def model_version(self) -> str:
@@ -192,7 +181,7 @@ class Engine:
             )
         model.eval()
         self.groups[index] = ModelGroup(old.name, old.pattern, model, version, tuple(lineage))
-        self._refresh_fused()
+        self._stepper.set_models(self.groups)
 
     def set_states(self, index: int, slots: IntArray, states: npt.NDArray[np.float32]) -> None:
         """Overwrite the recurrent state (K, S, H) of the live series in ``slots`` (group
@@ -237,8 +226,8 @@ class Engine:
         point_slot = np.repeat(msg_slots, counts)
         total = int(counts.sum())
         # chain.from_iterable walks the per-message lists in C (a generator costs ~60 ns a point)
-        ts = np.fromiter(chain.from_iterable(m.ts for m in messages), np.float64, total)
-        values = np.fromiter(chain.from_iterable(m.values for m in messages), np.float64, total)
+        ts = np.fromiter(chained.from_iterable(m.ts for m in messages), np.float64, total)
+        values = np.fromiter(chained.from_iterable(m.values for m in messages), np.float64, total)
         # Group by series, arrival order kept within each series.
         order = np.argsort(point_slot, kind="stable")
         order = order[point_slot[order] >= 0]
@@ -311,21 +300,17 @@ class Engine:
         message_slot: IntArray,
         timer: StageTimer,
     ) -> EngineBatchResult:
-        """Step the points (grouped by slot, time order within each) with the fused kernel
-        or the column path, then the optional k-step forecasts."""
+        """Step the points (grouped by slot, time order within each) with the kernel, then
+        the optional k-step forecasts."""
         started = time.perf_counter()
         slots, starts, lengths = np.unique(point_slot, return_index=True, return_counts=True)
         tbl = self.table
         tbl.column("latest_ts")[slots] = ts[starts + lengths - 1]
         series_group = tbl.column("group")[slots]
-        if self._fused is not None:
-            timer.add("engine.gather", time.perf_counter() - started)
-            started = time.perf_counter()
-            out = self._fused.run(slots, series_group, starts, lengths, ts, values)
-            timer.add("engine.fused", time.perf_counter() - started)
-        else:
-            timer.add("engine.gather", time.perf_counter() - started)
-            out = self._step_columns(slots, series_group, starts, lengths, ts, values, timer)
+        timer.add("engine.gather", time.perf_counter() - started)
+        started = time.perf_counter()
+        out = self._stepper.run(slots, series_group, starts, lengths, ts, values)
+        timer.add("engine.kernel", time.perf_counter() - started)
         horizon = None
         if self.horizon_points:
             started = time.perf_counter()
@@ -351,152 +336,19 @@ class Engine:
 
     def _horizon(self, slots: IntArray, series_group: IntArray) -> Horizon:
         """k-step forecasts after the batch for ``slots`` (their states as stored now)."""
-        tbl = self.table
-        names = FeatureState.column_names()
-        horizon = Horizon(*(np.full((len(slots), self.horizon_points), np.nan) for _ in range(3)))
-        with torch.inference_mode():
-            for g in np.unique(series_group):
-                rows = np.flatnonzero(series_group == g)
-                group = self.groups[int(g)]
-                column = tbl.column(f"state.{group.name}")
-                state = torch.from_numpy(column[slots[rows]].transpose(1, 0, 2).copy())
-                features = FeatureState(*(tbl.column(n)[slots[rows]] for n in names))
-                ahead = rollout(group.model, state, features, self.horizon_points)
-                horizon.ts[rows], horizon.mean[rows] = ahead.ts, ahead.mean
-                horizon.spread[rows] = ahead.spread
-        return horizon
-
-    def _step_columns(
-        self,
-        unique_slots: IntArray,
-        unique_group: IntArray,
-        group_start: IntArray,
-        unique_lengths: IntArray,
-        ts: FloatArray,
-        values: FloatArray,
-        timer: StageTimer,
-    ) -> StepOutput:
-        """The reference path: the batch as a (K series x T points) grid, walked column by
-        column, each column vectorised over the series still active in it (numpy, and torch
-        for the model). Per-point results in the order of ``ts``."""
-        clock = time.perf_counter
-        started = clock()
-        k = len(unique_slots)
-        # Rows ordered by points in the batch, most first: the series still active in column
-        # j are then rows [0, k_j), so each column works on a prefix and a batch costs its
-        # points, not (series x the busiest series' points).
-        by_length = np.argsort(-unique_lengths, kind="stable")
-        rank = np.empty(k, dtype=np.int64)
-        rank[by_length] = np.arange(k)
-        slots, lengths = unique_slots[by_length], unique_lengths[by_length]
-        t_max = int(lengths[0])
-        row = rank[np.repeat(np.arange(k), unique_lengths)]
-        col = np.arange(len(ts)) - np.repeat(group_start, unique_lengths)
-        active_rows = np.searchsorted(-lengths, -np.arange(t_max), side="left")  # lengths > j
-        grid_ts = np.zeros((k, t_max))
-        grid_val = np.zeros((k, t_max))
-        grid_ts[row, col], grid_val[row, col] = ts, values
-        # Features, forecasts and residuals see values clamped to ±VALUE_LIMIT; the chain
-        # gets them as they arrived (it holds those beyond the limit out of learning).
-        grid_clamped = clamp_values(grid_val)
-        tbl = self.table
-
-        # Gather.
-        names = FeatureState.column_names()
-        features = FeatureState(*(tbl.column(name)[slots] for name in names))
-        series_group = unique_group[by_length]
-        members = {int(g): np.flatnonzero(series_group == g) for g in np.unique(series_group)}
-        states = {
-            g: torch.from_numpy(
-                tbl.column(f"state.{self.groups[g].name}")[slots[rows]].transpose(1, 0, 2).copy()
+        k = len(slots)
+        horizon = Horizon(*(np.full((k, self.horizon_points), np.nan) for _ in range(3)))
+        fs, _ = self._stepper.states()
+        for g in np.unique(series_group).tolist():
+            rows = np.flatnonzero(series_group == g)
+            model = self._stepper.model(g)
+            part = Horizon(*(np.empty((len(rows), self.horizon_points)) for _ in range(3)))
+            rollout(
+                np.ascontiguousarray(slots[rows], dtype=np.int64), fs, model, blas.scratch(), part
             )
-            for g, rows in members.items()
-        }
-
-        out_forecast = np.full((k, t_max), np.nan)
-        out_spread = np.full((k, t_max), np.nan)
-        out_scale = np.full((k, t_max), np.nan)
-        out_score = np.zeros((k, t_max))
-        out_armed = np.zeros((k, t_max))
-        out_severity = np.zeros((k, t_max), dtype=np.int8)
-        delta = np.zeros(k)
-        log_var = np.zeros(k)
-        spent = {"features": 0.0, "model": 0.0, "scoring": 0.0}
-        timer.add("engine.gather", clock() - started)
-        with torch.inference_mode():
-            for j in range(t_max):
-                t0 = clock()
-                kj = int(active_rows[j])
-                # Per group: how many of its rows (ascending) are in the active prefix.
-                live = {g: (rows, int(np.searchsorted(rows, kj))) for g, rows in members.items()}
-                now = FeatureState(*(getattr(features, name)[:kj] for name in names))
-                col_ts, col_val = grid_ts[:kj, j], grid_clamped[:kj, j]
-                f = point_features(now, col_ts, col_val)
-                t1 = clock()
-                target = torch.from_numpy(f.target)
-                decayed = {}
-                for g, (rows, n) in live.items():
-                    if n == 0:
-                        continue
-                    model = self.groups[g].model
-                    here = rows[:n]
-                    decayed[g] = model.decay_state(states[g][:, :n], target[here])
-                    mean, lv = model.predict(decayed[g][model.spec.num_layers - 1], target[here])
-                    delta[here], log_var[here] = mean.numpy(), lv.numpy()
-                t2 = clock()
-                has_forecast = f.seen_before > 0
-                forecast = np.where(has_forecast, f.prev_value + f.scale * delta[:kj], np.nan)
-                spread = np.where(has_forecast, f.scale * np.exp(0.5 * log_var[:kj]), np.nan)
-                raw = standardised_residual(col_val, forecast, spread)
-                raw = np.where(f.seen_before >= MIN_SEEN_TO_SCORE, raw, np.nan)
-                arrived = grid_val[:kj, j]
-                step = self.chain.step(slots[:kj], raw, f.seen_before, col_ts, arrived)
-                out_forecast[:kj, j], out_spread[:kj, j] = forecast, spread
-                out_scale[:kj, j] = f.scale
-                out_score[:kj, j], out_armed[:kj, j] = step.score, step.armed_score
-                out_severity[:kj, j] = step.severity
-                learn = step.learn
-                t3 = clock()
-                learned = learn_point(now, col_ts, col_val, f, learn, self.normaliser_alpha)
-                for name in names:
-                    getattr(features, name)[:kj] = getattr(learned, name)
-                t4 = clock()
-                inputs = torch.from_numpy(f.inputs)
-                for g, (rows, n) in live.items():
-                    if n == 0:
-                        continue
-                    here = rows[:n]
-                    advanced = self.groups[g].model.advance(decayed[g], inputs[here])
-                    keep = learn[here]
-                    if keep.all():
-                        states[g][:, :n] = advanced
-                    else:
-                        states[g][:, :n] = torch.where(
-                            torch.from_numpy(keep).view(1, -1, 1), advanced, states[g][:, :n]
-                        )
-                t5 = clock()
-                spent["features"] += (t1 - t0) + (t4 - t3)
-                spent["model"] += (t2 - t1) + (t5 - t4)
-                spent["scoring"] += t3 - t2
-
-        for name, seconds in spent.items():
-            timer.add(f"engine.{name}", seconds)
-        started = clock()
-        # Scatter.
-        for name in names:
-            tbl.column(name)[slots] = getattr(features, name)
-        for g, rows in members.items():
-            column = tbl.column(f"state.{self.groups[g].name}")
-            column[slots[rows]] = states[g].numpy().transpose(1, 0, 2)
-        timer.add("engine.scatter", clock() - started)
-        return StepOutput(
-            forecast=out_forecast[row, col],
-            spread=out_spread[row, col],
-            scale=out_scale[row, col],
-            score=out_score[row, col],
-            armed_score=out_armed[row, col],
-            severity=out_severity[row, col],
-        )
+            for whole, piece in zip(horizon, part, strict=True):
+                whole[rows] = piece
+        return horizon
 
 
 def _empty_result(

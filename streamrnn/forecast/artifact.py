@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from streamrnn.forecast.features import (
+from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
+from streamrnn.stages.features import (
     GAP_ALPHA,
     INPUT_CLIP,
     STEP_ALPHA,
@@ -25,7 +26,6 @@ from streamrnn.forecast.features import (
     TIME_FEATURES,
     VALUE_FEATURES,
 )
-from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 
 __all__ = [
     "ARTIFACT_FORMAT",

@@ -9,7 +9,7 @@ according to the gap before this point (GRU-D, Che et al. 2018, "Recurrent Neura
 for Multivariate Time Series with Missing Values"): ``gamma = exp(-max(0, W·delta + b))``
 per hidden unit, ``h <- gamma·h + (1 - gamma)·h_prior`` with a learned prior, so after a
 long gap the state moves toward the prior. From that state and the *time features of the
-point being forecast* (see :mod:`streamrnn.forecast.features`) the head outputs, in the
+point being forecast* (see :mod:`streamrnn.stages.features`) the head outputs, in the
 series' normalised units, the expected change from the previous value and the log-variance
 of that change. The cells then consume the point itself and leave the state for the next.
 
@@ -17,7 +17,9 @@ The head predicts a *change from the last value* (a persistence skip connection)
 untrained model with small random weights forecasts close to the last value rather than
 noise; training teaches it when to deviate.
 
-Pure torch; knows nothing of Kafka.
+This is the model's training form (it needs autograd); serving runs its compiled inference
+export (:mod:`streamrnn.forecast.export`, :mod:`streamrnn.stages.cell` and
+:mod:`streamrnn.stages.head`). Pure torch; knows nothing of Kafka.
 """
 
 from __future__ import annotations
@@ -28,20 +30,20 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from streamrnn.forecast.features import (
+from streamrnn.stages.features import (
+    DECAY_FEATURES,
     INPUT_SIZE,
     TIME_DELTA_FEATURES,
     TIME_FEATURE_COUNT,
     TIME_FEATURES,
     VALUE_FEATURE_COUNT,
 )
+from streamrnn.stages.head import LOG_VAR_RANGE
 
 __all__ = ["ForecastStep", "ModelSpec", "RecurrentForecaster"]
 
-#: The head's log-variance output is clamped to this range (variance in normalised units²).
-LOG_VAR_RANGE = (-12.0, 8.0)
 #: Indices (in the time features) of the gap features that drive the decay.
-_DECAY_INPUTS = [TIME_FEATURES.index("log_gap_ratio"), TIME_FEATURES.index("log_gap")]
+_DECAY_INPUTS = [TIME_FEATURES.index(name) for name in DECAY_FEATURES]
 
 
 @dataclass(frozen=True, slots=True)

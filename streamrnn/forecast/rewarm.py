@@ -20,8 +20,8 @@ import numpy.typing as npt
 import torch
 
 from streamrnn.arrays import FloatArray
-from streamrnn.forecast.features import FeatureState, scan
 from streamrnn.forecast.gru import RecurrentForecaster
+from streamrnn.stages.features import FeatureState, scan
 
 __all__ = ["rewarm_states"]
 

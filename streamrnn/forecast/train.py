@@ -1,7 +1,7 @@
 """Offline training of one global forecaster over many series (``streamrnn train``).
 
 Every series is first run through the same feature scan the daemon uses
-(:func:`streamrnn.forecast.features.scan`), so the model is trained on exactly the inputs it
+(:func:`streamrnn.stages.features.scan`), so the model is trained on exactly the inputs it
 will see when serving. Training is truncated back-propagation through time: each series is
 consumed in time order in chunks of ``chunk_points`` points, the recurrent state carried
 from chunk to chunk (detached, so gradients flow within a chunk only); many series are
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from streamrnn.arrays import FloatArray
-from streamrnn.forecast.features import INPUT_CLIP, FeatureState, scan
 from streamrnn.forecast.gru import ForecastStep, ModelSpec, RecurrentForecaster
+from streamrnn.stages.features import INPUT_CLIP, FeatureState, scan
 
 __all__ = [
     "HoldoutScore",

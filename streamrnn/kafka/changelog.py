@@ -20,7 +20,7 @@ from typing import cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamrnn.config import LibrdkafkaValue
-from streamrnn.state.manager import blob_offset
+from streamrnn.state.codec import OFFSET_BYTES, offset_of
 from streamrnn.state.store import PendingRows, StoredRow
 
 __all__ = [
@@ -163,7 +163,7 @@ class ChangelogFold:
                 deleted.add(key)
                 continue
             committed = sources[msg.topic()][msg.partition()][2]
-            if from_bytes(value[_OFFSET], "little", signed=True) > committed:  # blob_offset()
+            if from_bytes(value[OFFSET_BYTES], "little", signed=True) > committed:  # offset_of()
                 skipped += 1
                 continue
             latest[key] = msg
@@ -241,7 +241,7 @@ class _FoldedRows(Mapping[str, StoredRow]):
                 model = self._models.get(raw) or self._models.setdefault(raw, raw.decode())
             elif header == LABELS_HEADER and raw:
                 labels = raw.decode()
-        return (name, topic, partition, blob_offset(blob), model, labels, blob)
+        return (name, topic, partition, offset_of(blob), model, labels, blob)
 
 
 class _FoldedValues(ValuesView[StoredRow]):
@@ -256,5 +256,3 @@ class _FoldedValues(ValuesView[StoredRow]):
 #: A changelog record's headers, as the daemon writes them (a module-level alias: written
 #: inside the loop, ``list[...]`` would build a new generic alias per record).
 _Headers = list[tuple[str, bytes]]
-#: Where a state blob keeps its input offset (see :func:`streamrnn.state.manager.blob_offset`).
-_OFFSET = slice(10, 18)

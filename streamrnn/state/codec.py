@@ -1,7 +1,9 @@
 """Encode the rows of a :class:`SeriesTable` as fixed-size byte strings, and back.
 
 One encoded row ("state blob") holds every persistent column of one series: normaliser,
-recurrent state, scorer history, alert-rule state, latest timestamp. Its layout is::
+recurrent state, scorer history, alert-rule state, latest timestamp — the columns the
+stages declare in their schemas (:mod:`streamrnn.stages.schema`), in the table's
+declaration order. Its layout is::
 
     b"S1" | layout fingerprint (8 bytes) | input offset (int64, little-endian) | columns...
 
@@ -22,12 +24,19 @@ from typing import Any
 import numpy as np
 
 from streamrnn.arrays import IntArray
-from streamrnn.engine.series_table import SeriesTable
+from streamrnn.state.series_table import SeriesTable
 
-__all__ = ["DecodedRows", "RowCodec"]
+__all__ = ["OFFSET_BYTES", "DecodedRows", "RowCodec", "offset_of"]
 
 _MAGIC = b"S1"
 _HEADER = len(_MAGIC) + 8 + 8
+#: Where a blob keeps its input offset (int64, little-endian), after magic and fingerprint.
+OFFSET_BYTES = slice(_HEADER - 8, _HEADER)
+
+
+def offset_of(blob: bytes) -> int:
+    """The input offset an encoded row reflects."""
+    return int.from_bytes(blob[OFFSET_BYTES], "little", signed=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +92,7 @@ class RowCodec:
         bad = sorted(set(range(len(blobs))) - set(good))
         raw = np.frombuffer(b"".join(blobs[i] for i in good), dtype=np.uint8)
         raw = raw.reshape(len(good), self.row_bytes)
-        offsets = raw[:, _HEADER - 8 : _HEADER].copy().view("<i8").reshape(-1).astype(np.int64)
+        offsets = raw[:, OFFSET_BYTES].copy().view("<i8").reshape(-1).astype(np.int64)
         columns: dict[str, np.ndarray[Any, Any]] = {}
         at = _HEADER
         for name, dtype, shape in self.layout:

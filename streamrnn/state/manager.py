@@ -23,12 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrnn.arrays import IntArray
-from streamrnn.engine.series_table import SeriesTable
 from streamrnn.logs import get_logger
 from streamrnn.state.codec import RowCodec
+from streamrnn.state.series_table import SeriesTable
 from streamrnn.state.store import LocalStateStore, PendingRows, StoredState
 
-__all__ = ["GroupInfo", "SeriesStateManager", "blob_offset"]
+__all__ = ["GroupInfo", "SeriesStateManager"]
 
 log = get_logger("state")
 
@@ -47,11 +47,6 @@ class GroupInfo:
     version: str
     state_column: str
     related: frozenset[str] = frozenset()
-
-
-def blob_offset(blob: bytes) -> int:
-    """The input offset an encoded state reflects (see :mod:`streamrnn.state.codec`)."""
-    return int.from_bytes(blob[10:18], "little", signed=True)
 
 
 class SeriesStateManager:

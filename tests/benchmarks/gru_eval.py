@@ -17,11 +17,11 @@ import torch
 
 from streamrnn.config import Settings
 from streamrnn.decode import DecodedMessage
+from streamrnn.engine.build import build_chain
 from streamrnn.engine.engine import Engine, ModelGroup
-from streamrnn.forecast.features import INPUT_SIZE, TIME_FEATURE_COUNT
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 from streamrnn.forecast.train import TrainConfig, TrainReport, train_model
-from streamrnn.scoring.chain import build_chain
+from streamrnn.stages.features import INPUT_SIZE, TIME_FEATURE_COUNT
 
 FloatArray = npt.NDArray[np.float64]
 Corpus = Mapping[str, tuple[FloatArray, FloatArray]]

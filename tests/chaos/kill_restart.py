@@ -53,7 +53,7 @@ from tests.integration.harness import Daemon, Topics, point, produce, read_json,
 
 #: Largest relative forecast difference that still counts as "the same state". The model
 #: runs in float32, and where OpenBLAS's sgemm is not row-invariant (OPENBLAS_CORETYPE forced,
-#: see tests/unit/test_fused_kernel.py) a series' products change in the last bits with the
+#: see tests/unit/test_kernel.py) a series' products change in the last bits with the
 #: batch it is in; through the recurrence that reached 2.5e-5 in a full run without any
 #: fault. A series that did not continue from its restored state differs by its noise.
 TOLERANCE = 1e-4

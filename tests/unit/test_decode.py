@@ -580,8 +580,8 @@ def test_a_series_keeps_its_latest_labels_as_the_bounded_json_and_they_survive_e
     import numpy as np
 
     from streamrnn.decode import encode_labels
-    from streamrnn.engine.series_table import SeriesTable
     from streamrnn.state.manager import GroupInfo, SeriesStateManager
+    from streamrnn.state.series_table import SeriesTable
     from streamrnn.state.store import LocalStateStore
 
     largest = _labels_of_size(4096, 32, fill="é")

@@ -1,11 +1,12 @@
 """Values of any finite magnitude never leave a series' state non-finite (issue 19, item 5).
 
-The rule (:mod:`streamrnn.forecast.features`, :mod:`streamrnn.scoring.chain`): values are
+The rule (:mod:`streamrnn.stages.features`, :mod:`streamrnn.stages.learning`): values are
 clamped to ±``VALUE_LIMIT`` (1e30) before they reach any series state, and a point beyond it
 is scored but held out of learning like an anomaly (and never learned by the level novelty or
-the seasonal profile). Seeded random series are fed through both of the engine's paths, the
-fused kernel and the column path, with ±1.8e308, ±1e308, 1e-308, denormals, sign flips, long
-constant runs then a jump, and extreme values as the first point, during warm-up and later.
+the seasonal profile). Seeded random series are fed through the engine (its compiled
+kernel) with ±1.8e308, ±1e308, 1e-308, denormals, sign flips, long constant runs then a
+jump, and extreme values as the first point, during warm-up and later; and through the
+training path's feature scan.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from streamrnn.config import Settings
 from streamrnn.decode import DecodedMessage
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
-from streamrnn.forecast.features import VALUE_LIMIT, FeatureState, scan
+from streamrnn.stages.features import VALUE_LIMIT, FeatureState, scan
 
 T0 = 1_700_000_000.0
 STEP = 300.0
@@ -28,18 +29,15 @@ POINTS = 360
 HUGE = float(np.finfo(np.float64).max)  # 1.797e308
 TINY = 1e-308
 DENORMAL = 5e-324
-PATHS = {"fused kernel": True, "column path": False}
 CALIBRATIONS = ("likelihood", "tail", "evt")
 #: Columns whose "never" value is -inf (no alert yet, nothing learned yet).
 NEVER_TS = ("latest_ts", "nov_ts", "rule_last_alert_ts")
 
 
-def _engine(fused: bool, calibration: str = "likelihood", **scoring: Any) -> Engine:
+def _engine(calibration: str = "likelihood", **scoring: Any) -> Engine:
     # No cooldown in seconds: the probe after an injection must be able to alert.
     sections = {"calibration": calibration, "alert": {"cooldown_s": 0}, **scoring}
-    engine = build_engine(Settings(model={"fused_kernel": fused}, scoring=sections))
-    assert engine.fused == fused
-    return engine
+    return build_engine(Settings(scoring=sections))
 
 
 @dataclass
@@ -177,11 +175,10 @@ def _assert_state_finite(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("calibration", CALIBRATIONS)
-@pytest.mark.parametrize("path", list(PATHS))
-def test_extreme_values_never_leave_a_series_non_finite(path: str, calibration: str) -> None:
+def test_extreme_values_never_leave_a_series_non_finite(calibration: str) -> None:
     seed = 19 + CALIBRATIONS.index(calibration)
     scenarios = _scenarios(seed)
-    engine = _engine(PATHS[path], calibration)
+    engine = _engine(calibration)
     results = _feed(engine, scenarios, seed)
     warning = engine.rule.warning_threshold
     slot_of = engine.table.slot_of
@@ -214,10 +211,9 @@ def test_extreme_values_never_leave_a_series_non_finite(path: str, calibration: 
             assert r["score"][sc.probe] > 0, (sc.name, r["score"][around])
 
 
-@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("at, value", [(0, -HUGE), (9, 1e308), (9, -1e308), (20, HUGE)])
 def test_a_value_beyond_the_limit_in_warm_up_is_as_if_it_had_not_arrived(
-    path: str, at: int, value: float
+    at: int, value: float
 ) -> None:
     """The reported bug: 1e308 at a series' 10th point left every later record with null
     forecast and bounds and score 0. Now the series goes on exactly as without the point,
@@ -228,7 +224,7 @@ def test_a_value_beyond_the_limit_in_warm_up_is_as_if_it_had_not_arrived(
     values = 100.0 + rng.standard_normal(n)
     values[150] += 60.0
     values[at] = value
-    seen, unseen = _engine(PATHS[path]), _engine(PATHS[path])
+    seen, unseen = _engine(), _engine()
     out_seen, out_unseen = [], []
     for i in range(n):
         point = DecodedMessage("s", [float(ts[i])], [float(values[i])], None)
@@ -252,11 +248,10 @@ def test_a_value_beyond_the_limit_in_warm_up_is_as_if_it_had_not_arrived(
     assert severity[149] > 0  # the spike at point 150 (one point is missing before it)
 
 
-@pytest.mark.parametrize("path", list(PATHS))
-def test_a_value_beyond_the_limit_after_warm_up_alerts_once_and_the_next_point_is_forecast(
-    path: str,
-) -> None:
-    engine = _engine(PATHS[path])
+def test_a_value_beyond_the_limit_after_warm_up_alerts_once_and_the_next_point_is_forecast() -> (
+    None
+):
+    engine = _engine()
     rng = np.random.default_rng(3)
     values = 100.0 + rng.standard_normal(120)
     values[80] = -HUGE
@@ -283,6 +278,6 @@ def test_the_feature_scan_stays_finite_for_any_finite_value() -> None:
     grid, state = scan(FeatureState.empty(3), ts, values, np.ones(values.shape, bool), 0.01)
     for name in ("inputs", "target", "scale", "prev_value", "seen_before"):
         assert np.isfinite(getattr(grid, name)).all(), name
-    for name in FeatureState.column_names():
+    for name in FeatureState._fields:
         assert np.isfinite(getattr(state, name)).all(), name
     assert (np.abs(grid.prev_value) <= VALUE_LIMIT).all()

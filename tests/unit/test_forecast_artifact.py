@@ -14,12 +14,11 @@ import torch
 
 from streamrnn.config import Settings, load_settings
 from streamrnn.decode import DecodedMessage
-from streamrnn.engine.build import build_engine, untrained_model
+from streamrnn.engine.build import build_chain, build_engine, untrained_model
 from streamrnn.engine.engine import Engine, EngineBatchResult, ModelGroup
 from streamrnn.forecast import artifact
 from streamrnn.forecast.artifact import ARTIFACT_FORMAT, ArtifactError, feature_spec
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
-from streamrnn.scoring.chain import build_chain
 
 T0 = 1_700_000_000.0
 

@@ -1,4 +1,7 @@
-"""The shared feature scan: special points, gaps, typical interval, padding, state carry-over.
+"""The per-point features (:mod:`streamrnn.stages.features`) and the scan that runs them over
+a grid: special points, gaps, typical interval, padding, state carry-over; and that the
+training path (the scan, which ``streamrnn train`` and the retrain job use) and the serving
+engine compute the same features, to the bit.
 
 Plus, at engine level, the dropping of points that do not move their series forward.
 """
@@ -6,7 +9,6 @@ Plus, at engine level, the dropping of points that do not move their series forw
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -15,18 +17,24 @@ from streamrnn.config import Settings
 from streamrnn.decode import DecodedMessage
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import EngineBatchResult
-from streamrnn.forecast.features import (
+from streamrnn.stages.ewstats import scale_of
+from streamrnn.stages.features import (
     GAP_FACTOR,
     INPUT_CLIP,
     INPUT_SIZE,
+    TIME_FEATURE_COUNT,
     TIME_FEATURES,
     VALUE_FEATURE_COUNT,
+    VALUE_LIMIT,
     FeatureGrid,
+    FeatureParams,
     FeatureState,
+    clamp,
+    learn_point,
+    point_features,
     scan,
     time_features,
 )
-from streamrnn.forecast.normaliser import scale_of
 
 T0 = 1_700_000_000.0
 STEP = 10.0
@@ -65,8 +73,17 @@ def _typical(state: FeatureState) -> np.ndarray:
 
 
 def _assert_states_equal(a: FeatureState, b: FeatureState) -> None:
-    for f in fields(FeatureState):
-        np.testing.assert_array_equal(getattr(a, f.name), getattr(b, f.name), err_msg=f.name)
+    for name in FeatureState._fields:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def _time_features(ts: np.ndarray, gap: np.ndarray, typical: np.ndarray) -> np.ndarray:
+    """(N, TIME_FEATURE_COUNT) time features of points at ``ts`` (float64, to test the
+    arithmetic rather than the float32 the model gets)."""
+    out = np.zeros((len(ts), TIME_FEATURE_COUNT))
+    for i in range(len(ts)):
+        time_features(float(ts[i]), float(gap[i]), float(typical[i]), out[i])
+    return out
 
 
 # --- special points ------------------------------------------------------------------------
@@ -178,20 +195,20 @@ def test_time_of_day_features_repeat_every_day_and_day_of_week_every_week() -> N
     rng = np.random.default_rng(2)
     ts = T0 + rng.uniform(0, 30 * 86_400.0, 50).round()
     gap = np.full(50, STEP)
-    base = time_features(ts, gap, gap)
-    next_day = time_features(ts + 86_400.0, gap, gap)
-    next_week = time_features(ts + 7 * 86_400.0, gap, gap)
+    base = _time_features(ts, gap, gap)
+    next_day = _time_features(ts + 86_400.0, gap, gap)
+    next_week = _time_features(ts + 7 * 86_400.0, gap, gap)
     np.testing.assert_allclose(next_day[:, TOD], base[:, TOD], atol=1e-9)
     assert not np.allclose(next_day[:, DOW], base[:, DOW], atol=1e-3)
     np.testing.assert_allclose(next_week, base, atol=1e-9)
-    half_day = time_features(ts + 43_200.0, gap, gap)
+    half_day = _time_features(ts + 43_200.0, gap, gap)
     np.testing.assert_allclose(half_day[:, TOD], -base[:, TOD], atol=1e-9)
 
 
 def test_time_of_day_phase_is_utc_midnight_based() -> None:
     midnight = 1_700_006_400.0  # 2023-11-15T00:00:00Z
     ts = midnight + np.array([0.0, 6 * 3600.0, 12 * 3600.0])
-    tf = time_features(ts, np.ones(3), np.ones(3))
+    tf = _time_features(ts, np.ones(3), np.ones(3))
     np.testing.assert_allclose(tf[:, TOD[0]], [0.0, 1.0, 0.0], atol=1e-9)
     np.testing.assert_allclose(tf[:, TOD[1]], [1.0, 0.0, -1.0], atol=1e-9)
     for features in tf:
@@ -215,14 +232,14 @@ def test_padding_cells_at_the_end_of_a_row_leave_its_state_unchanged() -> None:
     grid, state = scan(FeatureState.empty(2), ts, values, active, ALPHA)
 
     short_grid, short_state = _scan_one(ts[1, :2], values[1, :2])
-    for f in fields(FeatureState):
-        assert getattr(state, f.name)[1] == getattr(short_state, f.name)[0], f.name
+    for name in FeatureState._fields:
+        assert getattr(state, name)[1] == getattr(short_state, name)[0], name
     np.testing.assert_array_equal(grid.inputs[1, :2], short_grid.inputs[0])
     # The full row is unaffected by its neighbour's padding.
     full_grid, full_state = _scan_one(ts[0], values[0])
     np.testing.assert_array_equal(grid.inputs[0], full_grid.inputs[0])
-    for f in fields(FeatureState):
-        assert getattr(state, f.name)[0] == getattr(full_state, f.name)[0], f.name
+    for name in FeatureState._fields:
+        assert getattr(state, name)[0] == getattr(full_state, name)[0], name
 
 
 def test_inactive_cell_in_the_middle_of_a_row_is_skipped() -> None:
@@ -268,7 +285,7 @@ def test_scanning_in_consecutive_grids_equals_one_grid_exactly() -> None:
 
 def test_scan_does_not_modify_the_state_it_is_given() -> None:
     _, live = _scan_one(_regular(5), _smooth(5))
-    copies = {f.name: getattr(live, f.name).copy() for f in fields(FeatureState)}
+    copies = {name: getattr(live, name).copy() for name in FeatureState._fields}
     _scan_one(_regular(5, T0 + 1000.0), _smooth(5, seed=9), state=live)
     for name, before in copies.items():
         np.testing.assert_array_equal(getattr(live, name), before, err_msg=name)
@@ -299,7 +316,7 @@ def test_value_input_is_the_value_normalised_by_the_state_before_it() -> None:
     grid, _ = _scan_one(_regular(40), values)
     # Third point on: normaliser has a spread; z is (value - mean) / scale of the state before.
     _, before = _scan_one(_regular(30), values[:30])
-    level = scale_of(before.value_mean, before.value_var)[0]
+    level = scale_of(float(before.value_mean[0]), float(before.value_var[0]))
     expected = (values[30] - before.value_mean[0]) / level
     assert grid.inputs[0, 30, 0] == pytest.approx(expected, rel=1e-5)
     # The step input is the change in units of the step scale (the forecast unit).
@@ -307,6 +324,89 @@ def test_value_input_is_the_value_normalised_by_the_state_before_it() -> None:
     assert grid.inputs[0, 30, 1] == pytest.approx(np.clip(step, -INPUT_CLIP, INPUT_CLIP), rel=1e-5)
     assert grid.prev_value[0, 30] == values[29]
     assert grid.seen_before[0, 30] == 30
+
+
+# --- the per-point functions, and training against serving -----------------------------------
+
+
+def _irregular(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """An irregular series: jittered intervals, bursts, long gaps, a constant run, a spike,
+    values beyond the limit and a tiny one."""
+    rng = np.random.default_rng(seed)
+    gaps = STEP * rng.lognormal(0.0, 0.4, n)
+    gaps[rng.random(n) < 0.05] *= 1e-3  # bursts
+    gaps[[40, 41, 150, 300]] *= [50.0, 3.0, 1e4, 1e6]  # long gaps
+    ts = T0 + np.cumsum(gaps)
+    values = 200.0 + np.cumsum(rng.normal(0.0, 1.0, n)) + 20.0 * np.sin(ts / 3_600.0)
+    values[60:90] = 250.0  # a constant run
+    values[120] += 1e4
+    values[[200, 201, 260]] = 1e300, -1.7e308, 2 * VALUE_LIMIT  # clamped to the limit
+    values[330] = 1e-300
+    return ts, values
+
+
+def test_point_features_and_learn_point_from_python_equal_the_scan() -> None:
+    """The stage functions on FeatureState rows, called point by point: what the scan and
+    the serving kernel both run."""
+    series = [_irregular(350, seed=1), (_regular(150), _smooth(150, seed=2) * 1e6)]
+    k, t_max = len(series), max(len(ts) for ts, _ in series)
+    ts_grid, value_grid = np.zeros((k, t_max)), np.zeros((k, t_max))
+    active = np.zeros((k, t_max), dtype=bool)
+    for row, (ts, values) in enumerate(series):
+        ts_grid[row, : len(ts)], value_grid[row, : len(ts)], active[row, : len(ts)] = ts, values, 1
+    grid, after = scan(FeatureState.empty(k), ts_grid, value_grid, active, ALPHA)
+
+    state, params = FeatureState.empty(k), FeatureParams(ALPHA)
+    target = np.empty(TIME_FEATURE_COUNT, dtype=np.float32)
+    x = np.empty(INPUT_SIZE, dtype=np.float32)
+    for row, (ts, values) in enumerate(series):
+        for j, (t, raw) in enumerate(zip(ts.tolist(), values.tolist(), strict=True)):
+            v = clamp(raw, VALUE_LIMIT)
+            assert grid.prev_value[row, j] == state.last_value[row]
+            assert grid.seen_before[row, j] == state.count[row]
+            scale, gap = point_features(state, row, t, v, target, x)
+            assert scale == grid.scale[row, j], (row, j)
+            np.testing.assert_array_equal(target, grid.target[row, j])
+            np.testing.assert_array_equal(x, grid.inputs[row, j])
+            learn_point(state, params, row, t, v, scale, gap)
+    _assert_states_equal(state, after)
+
+
+def test_training_scan_and_serving_engine_compute_the_same_features() -> None:
+    """An irregular series (and two others beside it) fed through the training path's scan
+    and through the serving engine, in windows over many batches, with scoring that learns
+    every point: the engine's feature columns equal the scan's state after the series, and
+    its error scale (the step scale before each point) the scan's per-point scale, bit for
+    bit."""
+    engine = build_engine(Settings(scoring={"learn_from_anomalies": True, "max_skipped_points": 0}))
+    rng = np.random.default_rng(5)
+    series = {
+        "irregular": _irregular(400, seed=3),
+        "regular": (_regular(250, T0 + 7.0), _smooth(250, seed=4)),
+        "fast": (T0 + np.cumsum(rng.uniform(0.001, 0.01, 300)), rng.normal(0.0, 1e-9, 300)),
+    }
+    done = dict.fromkeys(series, 0)
+    scales: dict[str, list[np.ndarray]] = {name: [] for name in series}
+    while any(done[name] < len(ts) for name, (ts, _) in series.items()):
+        batch = []
+        for name, (ts, values) in series.items():
+            end = min(done[name] + int(rng.integers(1, 30)), len(ts))
+            if end > done[name]:
+                batch.append(_window(name, ts[done[name] : end], values[done[name] : end]))
+                done[name] = end
+        result = engine.process(batch)
+        assert not result.rejections
+        for name in {m.series for m in batch}:
+            scales[name].append(result.error_scale[result.slot == engine.table.slot_of(name)])
+
+    for name, (ts, values) in series.items():
+        grid, after = _scan_one(ts, values)
+        assert engine.normaliser_alpha == ALPHA
+        slot = engine.table.slot_of(name)
+        assert slot is not None
+        np.testing.assert_array_equal(np.concatenate(scales[name]), grid.scale[0], err_msg=name)
+        for column in FeatureState._fields:
+            assert engine.table.column(column)[slot] == getattr(after, column)[0], (name, column)
 
 
 # --- engine: points that do not move their series forward ------------------------------------

@@ -13,11 +13,10 @@ from pydantic import ValidationError
 
 from streamrnn.config import ConfigError, ModelConfig, Settings, load_settings
 from streamrnn.decode import DecodedMessage
-from streamrnn.engine.build import build_engine
+from streamrnn.engine.build import build_chain, build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult, ModelGroup
 from streamrnn.forecast import artifact
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
-from streamrnn.scoring.chain import build_chain
 
 T0 = 1_700_000_000.0
 STEP = 10.0

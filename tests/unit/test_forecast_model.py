@@ -16,7 +16,8 @@ from streamrnn.config import Settings
 from streamrnn.decode import DecodedMessage
 from streamrnn.engine.build import build_engine
 from streamrnn.engine.engine import Engine, EngineBatchResult
-from streamrnn.forecast.features import (
+from streamrnn.forecast.gru import ForecastStep, ModelSpec, RecurrentForecaster
+from streamrnn.stages.features import (
     INPUT_SIZE,
     TIME_DELTA_FEATURES,
     TIME_FEATURE_COUNT,
@@ -26,7 +27,6 @@ from streamrnn.forecast.features import (
     scan,
     time_features,
 )
-from streamrnn.forecast.gru import ForecastStep, ModelSpec, RecurrentForecaster
 
 T0 = 1_700_000_000.0
 ATOL = 1e-5
@@ -212,9 +212,10 @@ def _trained_looking_decay(model: RecurrentForecaster) -> None:
 
 def _gap_target(gaps: list[float], typical: float = 10.0) -> torch.Tensor:
     """Time features (K, F) of a point after each of ``gaps`` seconds, typical interval fixed."""
-    gap = np.asarray(gaps)
-    tf = time_features(T0 + gap, gap, np.full(len(gap), typical))
-    return torch.from_numpy(tf.astype(np.float32))
+    tf = np.zeros((len(gaps), TIME_FEATURE_COUNT), dtype=np.float32)
+    for row, gap in enumerate(gaps):
+        time_features(T0 + gap, gap, typical, tf[row])
+    return torch.from_numpy(tf)
 
 
 @pytest.mark.parametrize("spec", DECAY_SPECS.values(), ids=DECAY_SPECS.keys())
@@ -350,11 +351,12 @@ def test_untrained_model_forecasts_small_changes_persistence_like(
 
 def _engine_with_decay(**model: Any) -> Engine:
     engine = build_engine(Settings(model={"hidden_size": 16, "decay": True, **model}))
-    _trained_looking_decay(engine.groups[-1].model)
+    forecaster = engine.groups[-1].model
+    _trained_looking_decay(forecaster)
     with torch.no_grad():
-        engine.groups[-1].model.h_prior.normal_(
-            0.0, 0.5, generator=torch.Generator().manual_seed(0)
-        )
+        forecaster.h_prior.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
+    # The engine serves the weights exported when a model is set: set the edited one.
+    engine.swap_model(len(engine.groups) - 1, forecaster, engine.model_version)
     return engine
 
 

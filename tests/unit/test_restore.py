@@ -19,9 +19,9 @@ import streamrnn.checkpoint as checkpoint
 import streamrnn.kafka.changelog as changelog
 from streamrnn.checkpoint import PROGRESS_EVERY, Checkpointer
 from streamrnn.config import Settings
-from streamrnn.engine.series_table import SeriesTable
 from streamrnn.kafka.changelog import LABELS_HEADER, MODEL_HEADER, ChangelogFold
 from streamrnn.state.manager import GroupInfo, SeriesStateManager
+from streamrnn.state.series_table import SeriesTable
 from streamrnn.state.store import LocalStateStore, PendingRows, StoredState
 
 #: Changelog partition p holds the state of input partition p of "in", committed up to 100.

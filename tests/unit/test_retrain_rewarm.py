@@ -18,10 +18,10 @@ import torch
 from streamrnn.config import RetrainConfig, load_settings
 from streamrnn.engine.build import build_engine
 from streamrnn.forecast import artifact
-from streamrnn.forecast.features import FeatureState, scan
 from streamrnn.forecast.gru import RecurrentForecaster
 from streamrnn.forecast.rewarm import rewarm_states
 from streamrnn.retrain.job import RetrainJob, run_retrain
+from streamrnn.stages.features import FeatureState, scan
 from tests.retrain_scenario import shifted_series
 
 HISTORY = (700, 1200)

@@ -1,39 +1,53 @@
-"""The alert rule: hits, hysteresis, escalation, m-of-n, cooldown, armed flag, per series."""
+"""The alert rule (:func:`streamrnn.stages.alert_rule.decide`, the serving stage): hits,
+hysteresis, escalation, m-of-n, cooldown, armed flag, per series."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
-from streamrnn.engine.series_table import SeriesTable
-from streamrnn.scoring.alert_rule import SEVERITY_NAMES, AlertRule
+from streamrnn.stages import alert_rule, schema
+from streamrnn.stages.alert_rule import RULE_NAME, SEVERITY_NAMES, RuleParams, RuleState
+from streamrnn.state.series_table import SeriesTable
+from tests.unit.stage_drivers import RuleDriver
 
 WARNING, CRITICAL, CLEAR = 0.4, 0.6, 0.2
 
 
-def _rule(min_hits: int = 1, window_points: int = 1, cooldown_points: int = 0) -> AlertRule:
-    rule = AlertRule(
+def _params(
+    min_hits: int = 1, window_points: int = 1, cooldown_points: int = 0, cooldown_s: float = 0.0
+) -> RuleParams:
+    return RuleParams(
         warning_threshold=WARNING,
         critical_threshold=CRITICAL,
         clear_threshold=CLEAR,
         min_hits=min_hits,
         window_points=window_points,
         cooldown_points=cooldown_points,
+        cooldown_s=cooldown_s,
     )
-    rule.bind(SeriesTable(max_series=16))
-    return rule
 
 
-def _run(rule: AlertRule, scores: Sequence[float]) -> tuple[list[int], list[bool], list[bool]]:
-    """Step one series through ``scores``: severities, armed flags, hits."""
-    assert rule._table is not None
-    slot = rule._table.resolve(["a"], [None])
+def _rule(
+    min_hits: int = 1, window_points: int = 1, cooldown_points: int = 0, cooldown_s: float = 0.0
+) -> RuleDriver:
+    return RuleDriver(_params(min_hits, window_points, cooldown_points, cooldown_s))
+
+
+def _run(
+    rule: RuleDriver,
+    scores: Sequence[float] | np.ndarray[Any, Any],
+    ts: Sequence[float] | None = None,
+) -> tuple[list[int], list[bool], list[bool]]:
+    """Step one series through ``scores`` (at ``ts``, default 0): severities, armed, hits."""
+    slot = rule.slots("a")
     severity, armed, hit = [], [], []
-    for s in scores:
-        step = rule.step(slot, np.array([s]))
+    for i, s in enumerate(scores):
+        step = rule.step(slot, np.array([s]), 0.0 if ts is None else ts[i])
         severity.append(int(step.severity[0]))
         armed.append(bool(step.armed[0]))
         hit.append(bool(step.hit[0]))
@@ -61,11 +75,12 @@ def test_single_crossing_fires_once_with_its_severity(peak: float, severity: int
     assert got == [0, 0, severity, 0, 0, 0]
 
 
-def test_severity_names_and_the_threshold_of_each_severity() -> None:
-    rule = _rule()
+def test_severity_names_rule_name_and_the_threshold_of_each_severity() -> None:
+    params = _params()
     assert SEVERITY_NAMES == {1: "warning", 2: "critical"}
-    assert rule.threshold_of(1) == WARNING
-    assert rule.threshold_of(2) == CRITICAL
+    assert RULE_NAME == "residual"
+    assert params.threshold_of(1) == WARNING
+    assert params.threshold_of(2) == CRITICAL
 
 
 def test_scores_below_warning_never_fire() -> None:
@@ -120,6 +135,15 @@ def test_escalation_needs_an_open_episode() -> None:
     # escalation of the closed episode.
     severity, _, _ = _run(_rule(cooldown_points=5), [0.45, 0.1, 0.9, 0.9])
     assert severity == [1, 0, 0, 0]
+
+
+def test_an_escalation_is_not_armed_and_does_not_restart_the_cooldown() -> None:
+    rule = _rule(cooldown_points=3)
+    severity, armed, _ = _run(rule, [0.45, 0.65, 0.1, 0.1, 0.5])
+    # Fired at 0 (cooldown 3), escalated at 1 (not armed: the episode was open); the cooldown
+    # counted down from 0, not from the escalation, so index 4 may open a new episode.
+    assert severity == [1, 2, 0, 0, 1]
+    assert armed == [True, False, False, False, True]
 
 
 # --- m-of-n ----------------------------------------------------------------------------------
@@ -205,6 +229,57 @@ def test_armed_is_reported_for_the_firing_point_itself() -> None:
     assert armed == [True]
 
 
+def test_cooldown_in_seconds_holds_new_episodes_back_whatever_the_sampling_rate() -> None:
+    for interval_s in (60.0, 3600.0):
+        rule = _rule(cooldown_s=86_400.0)
+        ts = [i * interval_s for i in range(200)]
+        scores = [0.5 if i % 10 == 0 else 0.0 for i in range(200)]  # a fresh episode every 10
+        severity, _, _ = _run(rule, scores, ts)
+        fired = [ts[i] for i in _fired(severity)]
+        gaps = np.diff(fired)
+        assert len(fired) >= 1
+        assert (gaps >= 86_400.0).all()
+        # Minutely: 200 minutes hold one alert. Hourly: hits every 10 h, so every third one
+        # (30 h apart, the first at or past 24 h) fires: at 0, 30, 60, ... 180 hours.
+        assert len(fired) == (7 if interval_s == 3600.0 else 1)
+
+
+def test_both_cooldowns_must_have_passed() -> None:
+    # 2 points of cooldown and 100 s: hits every 10 s fire only once both have run out.
+    rule = _rule(cooldown_points=2, cooldown_s=100.0)
+    ts = [10.0 * i for i in range(25)]
+    severity, _, _ = _run(rule, [0.5, 0.0] * 12 + [0.5], ts)
+    assert _fired(severity) == [0, 10, 20]  # 100 s apart: the seconds are the longer one
+    rule = _rule(cooldown_points=30, cooldown_s=100.0)
+    severity, _, _ = _run(rule, [0.5, 0.0] * 20, [10.0 * i for i in range(40)])
+    assert _fired(severity) == [0, 32]  # 30 points: the points are the longer one
+
+
+def test_an_ineligible_point_neither_fires_nor_arms_but_is_still_a_hit() -> None:
+    rule = _rule()
+    slot = rule.slots("a")
+    step = rule.step(slot, np.array([0.9]), eligible=False)
+    assert int(step.severity[0]) == 0 and not bool(step.armed[0]) and bool(step.hit[0])
+    step = rule.step(slot, np.array([0.9]), eligible=True)
+    assert int(step.severity[0]) == 2 and bool(step.armed[0])
+
+
+def test_an_exempted_point_opens_an_episode_in_the_cooldown_but_not_in_an_open_one() -> None:
+    rule = _rule(cooldown_points=50)
+    slot = rule.slots("a")
+    assert int(rule.step(slot, np.array([0.5])).severity[0]) == 1
+    # The episode is still open: an exemption from the cooldown does not reopen it.
+    held = rule.step(slot, np.array([0.5]), skip_cooldown=True)
+    assert int(held.severity[0]) == 0 and not bool(held.armed[0])
+    rule.step(slot, np.array([0.0]))  # closes it
+    assert int(rule.step(slot, np.array([0.5])).severity[0]) == 0  # cooldown
+    rule.step(slot, np.array([0.0]))
+    exempt = rule.step(slot, np.array([0.5]), skip_cooldown=True)
+    assert int(exempt.severity[0]) == 1 and bool(exempt.armed[0])
+    # The exempted alert restarted the cooldown.
+    assert float(rule.column("rule_cooldown")[slot[0]]) == 50.0
+
+
 # --- per-series state ------------------------------------------------------------------------
 
 
@@ -216,8 +291,7 @@ def test_series_stepped_together_match_each_series_stepped_alone() -> None:
     config: dict[str, Any] = {"min_hits": 2, "window_points": 4, "cooldown_points": 7}
 
     together = _rule(**config)
-    assert together._table is not None
-    slots = together._table.resolve([f"s{i}" for i in range(n_series)], [None] * n_series)
+    slots = together.slots(*(f"s{i}" for i in range(n_series)))
     got = {name: np.zeros((n_series, n_points), dtype=int) for name in ("sev", "armed", "hit")}
     for j in range(n_points):
         rows = np.flatnonzero(present[:, j])
@@ -238,14 +312,34 @@ def test_series_stepped_together_match_each_series_stepped_alone() -> None:
 
 def test_one_series_episode_does_not_block_another() -> None:
     rule = _rule(cooldown_points=10)
-    assert rule._table is not None
-    slots = rule._table.resolve(["a", "b"], [None, None])
+    slots = rule.slots("a", "b")
     first = rule.step(slots, np.array([0.9, 0.0]))
     second = rule.step(slots, np.array([0.9, 0.5]))
     assert first.severity.tolist() == [2, 0]
     assert second.severity.tolist() == [0, 1]
     assert second.armed.tolist() == [False, True]
-    assert second.severity.dtype == np.int8
+
+
+def test_decide_advances_the_state_of_its_series_only() -> None:
+    params = _params(min_hits=2, window_points=3, cooldown_points=4, cooldown_s=60.0)
+    st = schema.allocate(RuleState, alert_rule.COLUMNS, 2)
+    assert st.episode.dtype == np.int8 and st.hits.dtype == np.int64
+    assert st.last_alert_ts.tolist() == [-math.inf, -math.inf]
+    assert alert_rule.decide(st, params, 1, 100.0, 0.5, True, False) == (0, True, True)
+    assert alert_rule.decide(st, params, 1, 110.0, 0.1, True, False) == (0, True, False)
+    # Hit bits, newest lowest, within the window of three points.
+    assert st.hits.tolist() == [0, 0b10]
+    assert alert_rule.decide(st, params, 1, 120.0, 0.65, True, False) == (2, True, True)
+    assert st.hits.tolist() == [0, 0b101]
+    assert st.episode.tolist() == [0, 2]
+    assert st.cooldown.tolist() == [0.0, 4.0]
+    assert st.last_alert_ts.tolist() == [-math.inf, 120.0]
+    # Not armed in its episode; the cooldown counts down a point at a time, the window slides.
+    assert alert_rule.decide(st, params, 1, 130.0, 0.5, True, False) == (0, False, True)
+    assert st.hits.tolist() == [0, 0b011]
+    assert st.cooldown.tolist() == [0.0, 3.0]
+    assert st.last_alert_ts.tolist() == [-math.inf, 120.0]
+    assert (st.hits[0], st.episode[0], st.cooldown[0]) == (0, 0, 0.0)
 
 
 # --- construction ----------------------------------------------------------------------------
@@ -257,38 +351,33 @@ def test_one_series_episode_does_not_block_another() -> None:
 )
 def test_rule_rejects_impossible_m_of_n(min_hits: int, window_points: int) -> None:
     with pytest.raises(ValueError, match="min_hits"):
-        AlertRule(WARNING, CRITICAL, CLEAR, min_hits=min_hits, window_points=window_points)
+        alert_rule.check(_params(min_hits=min_hits, window_points=window_points))
+    with pytest.raises(ValueError, match="min_hits"):
+        RuleDriver(_params(min_hits=min_hits, window_points=window_points))
+
+
+@pytest.mark.parametrize(("min_hits", "window_points"), [(1, 1), (3, 5), (62, 62), (1, 62)])
+def test_rule_accepts_possible_m_of_n(min_hits: int, window_points: int) -> None:
+    alert_rule.check(_params(min_hits=min_hits, window_points=window_points))
 
 
 def test_rule_accepts_the_widest_window() -> None:
     severity, _, _ = _run(_rule(62, 62), [0.5] * 62)
     assert _fired(severity) == [61]
+    # 61 hits of the last 62 do not fire: the bit of the oldest point has left the window.
+    severity, _, _ = _run(_rule(62, 62), [0.5] + [0.0] + [0.5] * 61)
+    assert not any(severity)
 
 
 def test_rule_declares_its_columns_once() -> None:
     table = SeriesTable(4)
-    rule = AlertRule(WARNING, CRITICAL, CLEAR)
-    rule.bind(table)
+    schema.declare(table, alert_rule.COLUMNS)
+    assert [c.name for c in alert_rule.COLUMNS] == [
+        "rule_hits",
+        "rule_episode",
+        "rule_cooldown",
+        "rule_last_alert_ts",
+    ]
+    assert table.column("rule_last_alert_ts")[0] == -math.inf
     with pytest.raises(ValueError, match="already exists"):
-        rule.bind(table)
-
-
-def test_cooldown_in_seconds_holds_new_episodes_back_whatever_the_sampling_rate() -> None:
-    for interval_s in (60.0, 3600.0):
-        rule = AlertRule(0.4, 0.6, 0.2, cooldown_s=86_400.0)
-        table = SeriesTable(max_series=4)
-        rule.bind(table)
-        slot = table.resolve(["a"], [None])
-        fired = []
-        for i in range(200):
-            ts = i * interval_s
-            score = 0.5 if i % 10 == 0 else 0.0  # a fresh episode every 10 points
-            step = rule.step(slot, np.array([score]), np.array([ts]))
-            if step.severity[0] > 0:
-                fired.append(ts)
-        gaps = np.diff(fired)
-        assert len(fired) >= 1
-        assert (gaps >= 86_400.0).all()
-        # Minutely: 200 minutes hold one alert. Hourly: hits every 10 h, so every third one
-        # (30 h apart, the first at or past 24 h) fires: at 0, 30, 60, ... 180 hours.
-        assert len(fired) == (7 if interval_s == 3600.0 else 1)
+        schema.declare(table, alert_rule.COLUMNS)

@@ -1,5 +1,6 @@
-"""The scoring chain: warm-up, do-not-learn-from-anomalies, armed score, build_chain; and the
-chain as the engine uses it (spikes, level shifts, warm-up series)."""
+"""The scoring chain (:func:`streamrnn.stages.chain.score_point`, the serving stage):
+warm-up, do-not-learn-from-anomalies, armed score, build_chain; and the chain as the engine
+uses it (spikes, level shifts, warm-up series, level novelty over days)."""
 
 from __future__ import annotations
 
@@ -11,51 +12,68 @@ import pytest
 
 from streamrnn.config import AlertConfig, ScoringConfig, Settings
 from streamrnn.decode import DecodedMessage
-from streamrnn.engine.build import build_engine
+from streamrnn.engine.build import build_chain, build_engine
 from streamrnn.engine.engine import Engine
-from streamrnn.engine.series_table import SeriesTable
-from streamrnn.scoring.alert_rule import AlertRule
-from streamrnn.scoring.chain import ChainStep, ScoringChain, build_chain
-from streamrnn.scoring.likelihood import LikelihoodCalibrator
-from streamrnn.scoring.tail import TailCalibrator
+from streamrnn.stages import calibration, chain, tail
+from streamrnn.stages.chain import ChainParams
+from streamrnn.stages.evt import EVTParams
+from streamrnn.stages.likelihood import LikelihoodParams
+from streamrnn.stages.tail import TailParams
+from tests.unit.stage_drivers import ChainDriver, ChainStep, RuleDriver, chain_params
 
 WARNING, CRITICAL, CLEAR = 0.4, 0.6, 0.2
 WARM = 1000.0  # seen_before of a series long past its warm-up
-TAIL_COLUMNS = ("tail_mean", "tail_var", "tail_count")
+TAIL_COLUMNS = tuple(c.name for c in tail.COLUMNS)
+
+
+def _params(
+    warmup_points: int = 30,
+    learn_from_anomalies: bool = False,
+    max_skipped_points: int = 5,
+    cooldown_points: int = 0,
+) -> ChainParams:
+    """A tail calibrator (alpha 0.02), the rule at WARNING/CRITICAL/CLEAR, no cooldown in
+    seconds, no seasonal deflation and no level novelty."""
+    return chain_params(
+        calibration="tail",
+        tail_alpha=0.02,
+        warmup_points=warmup_points,
+        learn_from_anomalies=learn_from_anomalies,
+        max_skipped_points=max_skipped_points,
+        alert={
+            "warning_threshold": WARNING,
+            "critical_threshold": CRITICAL,
+            "clear_threshold": CLEAR,
+            "cooldown_points": cooldown_points,
+            "cooldown_s": 0.0,
+        },
+        seasonal_deflation=False,
+        min_novelty=0.0,
+        novelty_cooldown_factor=0.0,
+    )
 
 
 class Harness:
-    """A chain on a fresh table with a tail calibrator (alpha 0.02)."""
+    """The chain on a fresh table (see :func:`_params`)."""
 
-    def __init__(
-        self,
-        warmup_points: int = 30,
-        learn_from_anomalies: bool = False,
-        max_skipped_points: int = 5,
-        cooldown_points: int = 0,
-    ) -> None:
-        self.rule = AlertRule(WARNING, CRITICAL, CLEAR, cooldown_points=cooldown_points)
-        self.chain = ScoringChain(
-            TailCalibrator(alpha=0.02),
-            self.rule,
-            warmup_points=warmup_points,
-            learn_from_anomalies=learn_from_anomalies,
-            max_skipped_points=max_skipped_points,
-        )
-        self.table = SeriesTable(max_series=16)
-        self.chain.bind(self.table)
+    def __init__(self, **params: Any) -> None:
+        self.params = _params(**params)
+        self.driver = ChainDriver(self.params)
 
     def slots(self, *names: str) -> np.ndarray[Any, Any]:
-        return self.table.resolve(list(names), [None] * len(names))
+        return self.driver.slots(*names)
 
     def step(self, slot: np.ndarray[Any, Any], raw: float, seen_before: float = WARM) -> ChainStep:
-        return self.chain.step(slot, np.array([raw]), np.array([seen_before]))
+        return self.driver.step(slot, np.array([raw]), np.array([seen_before]))
+
+    def step_many(self, slots: np.ndarray[Any, Any], raw: Any, seen_before: Any) -> ChainStep:
+        return self.driver.step(slots, np.asarray(raw, float), np.asarray(seen_before, float))
 
     def run(self, slot: np.ndarray[Any, Any], raws: Sequence[float]) -> list[ChainStep]:
         return [self.step(slot, r) for r in raws]
 
     def calibration(self, slot: int) -> tuple[float, ...]:
-        return tuple(float(self.table.column(c)[slot]) for c in TAIL_COLUMNS)
+        return tuple(float(self.driver.column(c)[slot]) for c in TAIL_COLUMNS)
 
 
 def _history(n: int = 200, seed: int = 0) -> np.ndarray[Any, Any]:
@@ -93,8 +111,8 @@ def test_warm_up_is_per_point_in_a_vectorised_step() -> None:
     h = Harness(warmup_points=30)
     slots = h.slots("young", "old")
     for r in _history(50):
-        h.chain.step(slots, np.array([r, r]), np.array([0.0, WARM]))
-    step = h.chain.step(slots, np.array([40.0, 40.0]), np.array([29.0, 30.0]))
+        h.step_many(slots, [r, r], [0.0, WARM])
+    step = h.step_many(slots, [40.0, 40.0], [29.0, 30.0])
     assert step.score[0] == 0.0 and step.severity[0] == 0
     assert step.score[1] >= 0.9 and step.severity[1] == 2
 
@@ -206,13 +224,31 @@ def test_skipped_runs_are_counted_per_series() -> None:
     h = Harness(max_skipped_points=2)
     slots = h.slots("a", "b")
     for i, r in enumerate(_history()):
-        h.chain.step(slots, np.array([r, r]), np.array([i, i], dtype=float))
+        h.step_many(slots, [r, r], [i, i])
     learn = [
-        h.chain.step(slots, np.array(pair), np.array([WARM, WARM])).learn.tolist()
+        h.step_many(slots, pair, [WARM, WARM]).learn.tolist()
         for pair in ([40.0, 0.1], [40.0, 40.0], [40.0, 40.0], [0.1, 40.0])
     ]
     # a: hit, hit, hit (3rd learned), ordinary; b: ordinary, hit, hit, hit (3rd learned).
     assert learn == [[False, True], [False, False], [True, False], [True, True]]
+    assert h.driver.column("skipped_run")[slots].tolist() == [0.0, 2.0]
+
+
+def test_a_value_beyond_the_limit_is_held_out_of_learning_even_when_learning_anomalies() -> None:
+    h = Harness(learn_from_anomalies=True, max_skipped_points=2)
+    slot = h.slots("a")
+    _learned_history(h, slot)
+    before = h.calibration(0)
+    steps = [
+        h.driver.step(slot, np.array([0.1]), np.array([WARM]), value=v)
+        for v in (1e300, -1e31, 1e35)
+    ]
+    # Held out (not a hit: the raw score is ordinary), up to max_skipped_points in a row.
+    assert [bool(s.learn[0]) for s in steps] == [False, False, True]
+    assert h.calibration(0)[2] == before[2] + 1
+    assert bool(
+        h.driver.step(slot, np.array([0.1]), np.array([WARM]), value=1e30).learn[0]
+    )  # at the limit
 
 
 # --- armed score -----------------------------------------------------------------------------
@@ -221,16 +257,16 @@ def test_skipped_runs_are_counted_per_series() -> None:
 def test_armed_score_is_the_score_when_the_rule_was_armed_else_zero() -> None:
     h = Harness(cooldown_points=4, max_skipped_points=3)
     slot = h.slots("a")
-    twin = AlertRule(WARNING, CRITICAL, CLEAR, cooldown_points=4)
-    twin_table = SeriesTable(4)
-    twin.bind(twin_table)
-    twin_slot = twin_table.resolve(["a"], [None])
+    twin = RuleDriver(h.params.rule, rows=4)
+    twin_slot = twin.slots("a")
     rng = np.random.default_rng(2)
     raws = rng.standard_t(2.0, 400)
     disarmed_with_score = 0
     for i, r in enumerate(raws):
         step = h.step(slot, r, seen_before=float(i))
-        armed = twin.step(twin_slot, step.score).armed[0]
+        twin_step = twin.step(twin_slot, step.score)
+        armed = twin_step.armed[0]
+        assert twin_step.severity[0] == step.severity[0]
         expected = step.score[0] if armed else 0.0
         assert step.armed_score[0] == expected
         disarmed_with_score += int(not armed and step.score[0] > 0)
@@ -251,10 +287,15 @@ def test_armed_score_is_zero_while_an_episode_is_open() -> None:
 
 
 def test_build_chain_defaults() -> None:
-    chain = build_chain(ScoringConfig())
-    assert isinstance(chain.calibrator, LikelihoodCalibrator)
-    assert (chain.calibrator.short_alpha, chain.calibrator.long_alpha) == (0.2, 0.005)
-    rule = chain.rule
+    params = build_chain(ScoringConfig())
+    assert isinstance(params, ChainParams)
+    cal = params.calibration
+    assert cal.kind == calibration.LIKELIHOOD == calibration.KINDS["likelihood"][0]
+    assert cal.likelihood == LikelihoodParams(short_alpha=0.2, long_alpha=0.005)
+    # Every calibrator's parameters are carried (the compiled chain is one function).
+    assert cal.tail == TailParams(0.02)
+    assert cal.evt == EVTParams(quantile=0.98, rate_alpha=0.002)
+    rule = params.rule
     assert (rule.warning_threshold, rule.critical_threshold, rule.clear_threshold) == (
         0.6,
         0.7,
@@ -262,9 +303,12 @@ def test_build_chain_defaults() -> None:
     )
     assert (rule.min_hits, rule.window_points, rule.cooldown_points) == (1, 1, 0)
     assert rule.cooldown_s == 86_400.0
-    assert chain.warmup_points == 30
-    assert chain.learn_from_anomalies is False
-    assert chain.max_skipped_points == 20
+    assert tuple(params.learning) == (30, False, 20)
+    assert params.learning.warmup_points == 30
+    assert params.learning.learn_from_anomalies is False
+    assert params.learning.max_skipped_points == 20
+    assert params.seasonal.on
+    assert tuple(params.novelty) == (True, 0.5, 604_800.0, 3.0)
 
 
 def test_build_chain_uses_the_configured_tail_calibrator_and_rule() -> None:
@@ -283,39 +327,55 @@ def test_build_chain_uses_the_configured_tail_calibrator_and_rule() -> None:
             cooldown_points=11,
         ),
     )
-    chain = build_chain(config)
-    assert isinstance(chain.calibrator, TailCalibrator)
-    assert chain.calibrator.alpha == 0.1
-    rule = chain.rule
+    params = build_chain(config)
+    assert params.calibration.kind == calibration.TAIL
+    assert params.calibration.tail.alpha == 0.1
+    rule = params.rule
     assert (rule.warning_threshold, rule.critical_threshold, rule.clear_threshold) == (
         0.3,
         0.8,
         0.1,
     )
     assert (rule.min_hits, rule.window_points, rule.cooldown_points) == (2, 6, 11)
-    assert (chain.warmup_points, chain.learn_from_anomalies, chain.max_skipped_points) == (
-        7,
-        True,
-        3,
-    )
+    learning = params.learning
+    assert (learning.warmup_points, learning.learn_from_anomalies) == (7, True)
+    assert learning.max_skipped_points == 3
+    # The tail calibrator's columns are declared, the others' are not.
+    names = {c.name for c in chain.columns(params)}
+    assert set(TAIL_COLUMNS) <= names and "lik_mean" not in names and "evt_t" not in names
 
 
 def test_build_chain_uses_the_configured_likelihood_calibrator() -> None:
     config = ScoringConfig(
         calibration="likelihood", likelihood_short_alpha=0.25, likelihood_long_alpha=0.01
     )
-    chain = build_chain(config)
-    assert isinstance(chain.calibrator, LikelihoodCalibrator)
-    assert chain.calibrator.short_alpha == 0.25
-    assert chain.calibrator.long_alpha == 0.01
-    # The built chain binds and steps.
-    table = SeriesTable(4)
-    chain.bind(table)
+    params = build_chain(config)
+    assert params.calibration.kind == calibration.LIKELIHOOD
+    assert params.calibration.likelihood.short_alpha == 0.25
+    assert params.calibration.likelihood.long_alpha == 0.01
+    # The built chain declares its columns and steps.
+    driver = ChainDriver(params, rows=4)
     for name in ("lik_short", "lik_mean", "lik_var", "lik_count", "rule_hits", "skipped_run"):
-        assert table.column(name).shape[0] >= 1
-    slot = table.resolve(["a"], [None])
-    step = chain.step(slot, np.array([1.0]), np.array([WARM]))
+        assert driver.column(name).shape[0] >= 1
+    slot = driver.slots("a")
+    step = driver.step(slot, np.array([1.0]), np.array([WARM]))
     assert step.score[0] == 0.0 and step.learn[0]
+    assert float(driver.column("lik_count")[slot[0]]) == 1.0
+
+
+def test_build_chain_uses_the_configured_evt_calibrator() -> None:
+    params = build_chain(ScoringConfig(calibration="evt", evt_quantile=0.9, evt_rate_alpha=0.01))
+    assert params.calibration.kind == calibration.EVT
+    assert params.calibration.evt == EVTParams(0.9, 0.01)
+    assert "evt_t" in {c.name for c in chain.columns(params)}
+
+
+def test_build_chain_rejects_a_window_the_rule_cannot_hold() -> None:
+    # The configuration's validation says so too; build_chain checks what it is given.
+    alert = AlertConfig().model_copy(update={"window_points": 63})
+    config = ScoringConfig().model_copy(update={"alert": alert})
+    with pytest.raises(ValueError, match="min_hits"):
+        build_chain(config)
 
 
 # --- the chain in the engine -----------------------------------------------------------------
@@ -328,7 +388,9 @@ def _engine(**scoring: Any) -> Engine:
     return build_engine(Settings(scoring=scoring))
 
 
-def _window(series: str, start: int, values: Sequence[float]) -> DecodedMessage:
+def _window(
+    series: str, start: int, values: Sequence[float] | np.ndarray[Any, Any]
+) -> DecodedMessage:
     ts = T0 + STEP * (start + np.arange(len(values)))
     return DecodedMessage(series, ts.tolist(), [float(v) for v in values], None)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.engine.series_table import SeriesTable
+from streamrnn.state.series_table import SeriesTable
 
 
 def test_remove_moves_the_last_rows_into_the_holes() -> None:

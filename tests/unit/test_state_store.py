@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from confluent_kafka import Message
 
-from streamrnn.engine.series_table import SeriesTable
 from streamrnn.kafka.changelog import MODEL_HEADER, ChangelogFold
 from streamrnn.state.codec import RowCodec
-from streamrnn.state.manager import GroupInfo, SeriesStateManager, blob_offset
+from streamrnn.state.codec import offset_of as blob_offset
+from streamrnn.state.manager import GroupInfo, SeriesStateManager
+from streamrnn.state.series_table import SeriesTable
 from streamrnn.state.store import LocalStateStore, StoredState, StoreLockedError
 
 

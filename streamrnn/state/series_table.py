@@ -45,6 +45,9 @@ class SeriesTable:
         self._capacity = min(_INITIAL_CAPACITY, max_series)
         self._columns: dict[str, np.ndarray[Any, Any]] = {}
         self._fill: dict[str, float] = {}
+        #: Incremented whenever the columns are reallocated (growth, a new column), so a
+        #: view bound to them knows when to bind again.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._names)
@@ -60,6 +63,7 @@ class SeriesTable:
             raise ValueError(f"column {name!r} already exists")
         self._columns[name] = _allocate((self._capacity, *shape), fill, dtype)
         self._fill[name] = fill
+        self.generation += 1
         return self._columns[name]
 
     def column(self, name: str) -> np.ndarray[Any, Any]:
@@ -152,6 +156,7 @@ class SeriesTable:
             new[: self._capacity] = old
             self._columns[name] = new
         self._capacity = capacity
+        self.generation += 1
 
 
 def _allocate(shape: tuple[int, ...], fill: float, dtype: Any) -> np.ndarray[Any, Any]:
