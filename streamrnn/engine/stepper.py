@@ -195,7 +195,13 @@ class BatchStepper:
                 _STEP_CHUNK(*args, ws, unit)
 
         helpers = [self._pool.submit(work, w) for w in range(1, self.threads)]
-        work(0)
+        try:
+            work(0)
+        finally:
+            # Whatever the caller's units raised, no helper may still be writing the
+            # table when the batch's error reaches the daemon (which retries the batch).
+            for helper in helpers:
+                helper.exception()
         for helper in helpers:
             helper.result()
 
