@@ -33,7 +33,7 @@ _START_TS = 1_700_000_000.0
 _BASE_INTERVALS_S = (10.0, 60.0, 300.0)
 #: Seasonal periods in base intervals ("daily-like" cycles in points). Kept <= 144 so that the
 #: 20 % history of a 3000-point series holds several periods, and partly <= 24 so that the
-#: seasonal AutoETS models (statsforecast limits seasonal ETS to m <= 24) are exercised.
+#: seasonal AutoETS models (fitted only for m <= 24) are exercised.
 _PERIODS_POINTS = (12, 24, 48, 96, 144)
 
 

@@ -1,8 +1,9 @@
 """Our forecasters on the benchmark corpora: train offline, then forecast through the Engine.
 
-The one-step forecasts are produced by the daemon's own engine (the same feature scan,
-model step and state handling as ``streamrnn run``), fed window messages instead of Kafka
-messages; so the benchmark measures what the daemon would forecast.
+The one-step forecasts (with their spreads) and the k-step paths are produced by the
+daemon's own engine (the same feature scan, model step, state handling and rollout as
+``streamrnn run``), fed window messages instead of Kafka messages; so the benchmark
+measures what the daemon would forecast and publish.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from streamrnn.engine.engine import Engine, ModelGroup
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 from streamrnn.forecast.train import TrainConfig, TrainReport, train_model
 from streamrnn.stages.features import INPUT_SIZE, TIME_FEATURE_COUNT
+from tests.benchmarks.metrics import Paths
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 Corpus = Mapping[str, tuple[FloatArray, FloatArray]]
 
 #: Points per window message when streaming a corpus through the engine.
@@ -52,6 +55,23 @@ def train_variant(name: str, corpus: Corpus, config: TrainConfig) -> Trained:
     return Trained(name, model, report)
 
 
+def _engine(
+    model: RecurrentForecaster, n_series: int, normaliser_alpha: float | None, horizon_points: int
+) -> Engine:
+    """The daemon's engine with one global model, learning every point (see
+    :func:`engine_forecasts`); ``normaliser_alpha`` None: the settings' default."""
+    settings = Settings(scoring={"learn_from_anomalies": True})
+    return Engine(
+        groups=[ModelGroup("global", None, model, "bench")],
+        chain=build_chain(settings.scoring),
+        max_series=max(n_series, 1),
+        normaliser_alpha=(
+            settings.series.normaliser_alpha if normaliser_alpha is None else normaliser_alpha
+        ),
+        horizon_points=horizon_points,
+    )
+
+
 def engine_forecasts(model: RecurrentForecaster, corpus: Corpus) -> dict[str, FloatArray]:
     """One-step forecasts of every point of every series, through the daemon's engine.
 
@@ -61,14 +81,27 @@ def engine_forecasts(model: RecurrentForecaster, corpus: Corpus) -> dict[str, Fl
     policy that holds anomalous points back would otherwise change the states being
     compared (it is evaluated by ``streamrnn evaluate`` instead).
     """
-    settings = Settings(scoring={"learn_from_anomalies": True})
-    engine = Engine(
-        groups=[ModelGroup("global", None, model, "bench")],
-        chain=build_chain(settings.scoring),
-        max_series=max(len(corpus), 1),
-        normaliser_alpha=settings.series.normaliser_alpha,
-    )
-    out = {name: np.full(len(ts), np.nan) for name, (ts, _) in corpus.items()}
+    return {name: forecast for name, (forecast, _) in engine_one_step(model, corpus).items()}
+
+
+def engine_one_step(
+    model: RecurrentForecaster, corpus: Corpus, normaliser_alpha: float | None = None
+) -> dict[str, tuple[FloatArray, FloatArray]]:
+    """Per series, (one-step forecast, spread) of every point, streamed as in
+    :func:`engine_forecasts` (whose forecasts these are).
+
+    The spread is the engine's ``EngineBatchResult.spread``: the head's predicted sd of the
+    next change, ``step scale · exp(log_var / 2)`` (:mod:`streamrnn.stages.residual`), i.e.
+    the sd of the one-step forecast in value units (the model is trained with a Laplace or
+    Gaussian likelihood of that sd; the benchmark reads it as a Gaussian sd). NaN for a
+    series' first point. ``normaliser_alpha``: None for the settings' default (what
+    :func:`engine_forecasts` uses), else e.g. an artifact's own.
+    """
+    engine = _engine(model, len(corpus), normaliser_alpha, horizon_points=0)
+    out = {
+        name: (np.full(len(ts), np.nan), np.full(len(ts), np.nan))
+        for name, (ts, _) in corpus.items()
+    }
     longest = max(len(ts) for ts, _ in corpus.values())
     for start in range(0, longest, WINDOW_POINTS):
         messages = []
@@ -84,7 +117,73 @@ def engine_forecasts(model: RecurrentForecaster, corpus: Corpus) -> dict[str, Fl
         assert not result.rejections, result.rejections[:3]
         for i, name in enumerate(names):
             rows = result.message_index == i
-            out[name][start : start + int(rows.sum())] = result.forecast[rows]
+            forecast, spread = out[name]
+            forecast[start : start + int(rows.sum())] = result.forecast[rows]
+            spread[start : start + int(rows.sum())] = result.spread[rows]
+    return out
+
+
+def engine_paths(
+    model: RecurrentForecaster,
+    corpus: Corpus,
+    origins: Mapping[str, IntArray],
+    steps: int,
+    normaliser_alpha: float | None = None,
+) -> dict[str, Paths]:
+    """k-step forecasts from the given origins, through the engine's rollout
+    (``Engine(..., horizon_points=steps)``, :mod:`streamrnn.engine.rollout`).
+
+    Each series is streamed in windows that end exactly at its origins (an origin o: the
+    engine has learned ``values[:o]``), :data:`WINDOW_POINTS` points per window before the
+    first origin; after each batch the engine's ``horizon`` is the path from each stepped
+    series' state. The rollout steps at the series' typical interval, so on irregular series
+    step k is compared with the k-th next *point*, whatever its timestamp (the rollout's own
+    ``ts`` are not used). Points after a series' last origin are not streamed. Spreads: the
+    rollout's, the root of the summed one-step variances (value units).
+    """
+    engine = _engine(model, len(corpus), normaliser_alpha, horizon_points=steps)
+    bounds: dict[str, list[int]] = {}
+    for name, o in origins.items():
+        first = int(o[0]) if len(o) else 0
+        warm = list(range(WINDOW_POINTS, first, WINDOW_POINTS))
+        bounds[name] = [*warm, *(int(x) for x in o)]
+    out = {
+        name: Paths(
+            np.asarray(o, dtype=np.int64),
+            np.full((len(o), steps), np.nan),
+            np.full((len(o), steps), np.nan),
+        )
+        for name, o in origins.items()
+    }
+    row_of = {name: {int(x): r for r, x in enumerate(o)} for name, o in origins.items()}
+    position = dict.fromkeys(bounds, 0)
+    for call in range(max((len(b) for b in bounds.values()), default=0)):
+        messages, names = [], []
+        for name, b in bounds.items():
+            if call < len(b):
+                ts, values = corpus[name]
+                start, end = position[name], b[call]
+                if end > start:
+                    messages.append(
+                        DecodedMessage(
+                            name, ts[start:end].tolist(), values[start:end].tolist(), None
+                        )
+                    )
+                    names.append(name)
+                position[name] = end
+        if not messages:
+            continue
+        result = engine.process(messages)
+        assert not result.rejections, result.rejections[:3]
+        assert result.horizon is not None and result.horizon_slots is not None
+        row_of_slot = {int(slot): r for r, slot in enumerate(result.horizon_slots)}
+        for i, name in enumerate(names):
+            r = row_of[name].get(position[name])
+            if r is None:
+                continue
+            h = row_of_slot[int(result.message_slot[i])]
+            out[name].mean[r] = result.horizon.mean[h]
+            out[name].spread[r] = result.horizon.spread[h]
     return out
 
 
