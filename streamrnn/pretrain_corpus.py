@@ -6,10 +6,11 @@ corpus only — never on the NAB files it is evaluated on. Every series draws
 * its **timestamps** (:mod:`streamrnn.corpus.sampling`): sampled every 10 s, 1, 5, 10 or
   60 minutes with jitter, 15 % irregularly; missed scrapes and 0–4 long gaps (2x–50x);
 * one **value family** (:mod:`streamrnn.corpus.families`, probability in brackets):
-  request rates (0.20), bursty event counts (0.12), latencies (0.14), CPU/memory
-  utilisation (0.14), queue depths (0.08), counter-derived rates (0.12), slowly trending
-  gauges (0.07), flat-lines with rare steps (0.05) and sensor readings (0.08), each with
-  its own scale, so the corpus spans many orders of magnitude.
+  request rates (0.18), bursty event counts (0.11), latencies (0.12), CPU/memory
+  utilisation (0.12), queue depths (0.07), counter-derived rates (0.11), slowly trending
+  gauges (0.06), flat-lines with rare steps (0.04), sensor readings (0.07) and scheduled
+  work cycling faster than a day (0.12), each with its own scale, so the corpus spans
+  many orders of magnitude.
 
 Series ``i`` is named ``pretrain-{i:04d}-{family}`` (e.g. ``pretrain-0007-latency``) and
 drawn from its own random stream, spawned from ``seed``: a series does not depend on how
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 #: Names this generator; bump it whenever the same seed would give different series.
-CORPUS_VERSION = "streamrnn-pretrain-v2"
+CORPUS_VERSION = "streamrnn-pretrain-v3"
 #: One line for artifact metadata and logs.
 CORPUS_DESCRIPTION = (
     f"{CORPUS_VERSION}: synthetic production-like metrics ("

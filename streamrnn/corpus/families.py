@@ -16,6 +16,7 @@ import numpy as np
 from streamrnn.arrays import FloatArray
 from streamrnn.corpus.counters import counter_rate
 from streamrnn.corpus.gauges import flat_line, sensor, trending_gauge
+from streamrnn.corpus.jobs import scheduled_work
 from streamrnn.corpus.resources import queue_depth, utilisation
 from streamrnn.corpus.traffic import event_counts, latency, request_rate
 
@@ -37,15 +38,16 @@ class Family(NamedTuple):
 
 #: Every family, with its probability (they sum to 1).
 FAMILIES: tuple[Family, ...] = (
-    Family("requests", 0.20, request_rate),
-    Family("events", 0.12, event_counts),
-    Family("latency", 0.14, latency),
-    Family("utilisation", 0.14, utilisation),
-    Family("queue", 0.08, queue_depth),
-    Family("counter", 0.12, counter_rate),
-    Family("gauge", 0.07, trending_gauge),
-    Family("flat", 0.05, flat_line),
-    Family("sensor", 0.08, sensor),
+    Family("requests", 0.18, request_rate),
+    Family("events", 0.11, event_counts),
+    Family("latency", 0.12, latency),
+    Family("utilisation", 0.12, utilisation),
+    Family("queue", 0.07, queue_depth),
+    Family("counter", 0.11, counter_rate),
+    Family("gauge", 0.06, trending_gauge),
+    Family("flat", 0.04, flat_line),
+    Family("sensor", 0.07, sensor),
+    Family("jobs", 0.12, scheduled_work),
 )
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from streamrnn.corpus.noise import regime_changes
+
 __all__ = ["NAB_DEV_ROOT", "Corpus", "nab_dev_corpus", "synthetic_corpus"]
 
 #: A corpus: series name -> (ts epoch seconds, values), both float64 and in time order.
@@ -80,19 +82,7 @@ def synthetic_corpus(n_series: int, points: int, seed: int) -> Corpus:
         harmonic_shift = rng.uniform(0.0, 2.0 * np.pi)
 
         # Per-point multipliers / offsets of the regimes (piecewise constant, compounding).
-        level_offset = np.zeros(points)
-        amp_mult = np.ones(points)
-        noise_mult = np.ones(points)
-        n_changes = int(rng.integers(1, 3))
-        change_at = np.sort(rng.integers(int(0.3 * points), int(0.9 * points), n_changes))
-        for i in change_at:
-            kind = int(rng.integers(0, 3))
-            if kind == 0:
-                level_offset[i:] += rng.choice([-1.0, 1.0]) * rng.uniform(2.0, 6.0) * noise_sd
-            elif kind == 1:
-                amp_mult[i:] *= rng.uniform(0.3, 3.0)
-            else:
-                noise_mult[i:] *= rng.uniform(0.3, 3.0)
+        level_offset, amp_mult, noise_mult = regime_changes(rng, points, noise_sd)
 
         innovations = rng.normal(0.0, 1.0, points)
         ar = np.empty(points)

@@ -18,6 +18,7 @@ from streamrnn.arrays import FloatArray
 from streamrnn.corpus.counters import counter_rate, counter_samples, prometheus_increase
 from streamrnn.corpus.families import FAMILIES, FamilyGenerator
 from streamrnn.corpus.gauges import flat_line, sensor, trending_gauge
+from streamrnn.corpus.jobs import PERIOD_RANGE_S, scheduled_work
 from streamrnn.corpus.load import local_days, traffic_load
 from streamrnn.corpus.resources import (
     cpu_utilisation,
@@ -132,9 +133,9 @@ def test_names_show_the_family_and_families_appear_in_their_stated_mix() -> None
 
 def test_the_corpus_names_itself_and_its_mix_for_the_artifact() -> None:
     assert sum(family.probability for family in FAMILIES) == pytest.approx(1.0)
-    assert len(set(family_names())) == len(FAMILIES) == 9
+    assert len(set(family_names())) == len(FAMILIES) == 10
     record = corpus_record(400, 4000, seed=3)
-    assert record["corpus"] == CORPUS_VERSION == "streamrnn-pretrain-v2"
+    assert record["corpus"] == CORPUS_VERSION == "streamrnn-pretrain-v3"
     assert record["seed"] == 3 and record["n_series"] == 400 and record["points"] == 4000
     assert record["families"] == {family.name: family.probability for family in FAMILIES}
     assert all(name in CORPUS_DESCRIPTION for name in family_names())
@@ -356,3 +357,19 @@ def test_sensors_follow_a_smooth_daily_cycle() -> None:
     for values in draws(sensor, ts):
         assert autocorrelation(values, 288) - autocorrelation(values, 144) > 0.4  # 1 d vs 12 h
         assert autocorrelation(values, 1) > 0.8  # smooth: noise is small
+
+
+def test_scheduled_work_repeats_faster_than_a_day() -> None:
+    """Most scheduled-work series (those with a visible cycle) come back: after their
+    autocorrelation first turns negative (half a cycle) it rises again, well above the
+    level that AR(1) noise alone returns to."""
+    ts = grid(60.0, 4 * 1440)
+    high = int(PERIOD_RANGE_S[1] / 60)
+    peaks = []
+    for values in draws(scheduled_work, ts):
+        half = values[: len(values) // 2]  # before the regime changes
+        half = half - np.polyval(np.polyfit(ts[: len(half)], half, 1), ts[: len(half)])
+        acf = np.array([autocorrelation(half, lag) for lag in range(1, min(high, len(half) // 2))])
+        below = np.flatnonzero(acf < 0)
+        peaks.append(float(acf[below[0] :].max()) if len(below) else 0.0)
+    assert np.mean(np.array(peaks) > 0.2) > 0.5
