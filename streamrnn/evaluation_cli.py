@@ -33,7 +33,6 @@ from streamrnn.evaluation import nab_score
 from streamrnn.evaluation.replay import ReplayedSeries, discover_files, replay_files
 from streamrnn.evaluation.report import SeriesReport, write_report
 from streamrnn.forecast.artifact import ArtifactError
-from streamrnn.records import Z95
 
 __all__ = ["run_evaluation"]
 
@@ -115,8 +114,8 @@ def _series_report(
         timestamps=s.timestamps,
         value=s.value,
         forecast=s.forecast,
-        lower=s.forecast - Z95 * s.spread,
-        upper=s.forecast + Z95 * s.spread,
+        lower=s.forecast - s.half_width95,
+        upper=s.forecast + s.half_width95,
         score=s.score,
         alert_severity=s.severity,
         windows=windows,

@@ -40,7 +40,6 @@ from streamrnn.kafka.source import position_of
 from streamrnn.logs import get_logger
 from streamrnn.metrics import DaemonMetrics
 from streamrnn.records import (
-    Z95,
     AlertRecord,
     ForecastRecord,
     HorizonPoint,
@@ -50,6 +49,7 @@ from streamrnn.records import (
     iso_time,
 )
 from streamrnn.stages.alert_rule import RULE_NAME, SEVERITY_NAMES
+from streamrnn.stages.interval import LEVELS
 
 __all__ = ["DEAD_LETTER_HEADROOM_BYTES", "Counts", "Publisher"]
 
@@ -370,7 +370,7 @@ class Publisher:
     ) -> list[ForecastRecord]:
         n = len(batch)
         forecast = batch.forecast
-        half_width = Z95 * batch.spread
+        half_width = batch.half_width[:, LEVELS.index(0.95)]
         versions = [g.version for g in self._engine.groups]
         version_of = (
             [versions[g] for g in batch.group.tolist()] if len(versions) > 1 else [versions[0]] * n
@@ -445,6 +445,8 @@ def _horizon_by_slot(batch: EngineBatchResult) -> dict[int, list[HorizonPoint]]:
     if batch.horizon is None or batch.horizon_slots is None:
         return {}
     h = batch.horizon
+    widths = batch.horizon_half_width
+    assert widths is not None
     out = {}
     for row, slot in enumerate(batch.horizon_slots):
         if not np.isfinite(h.mean[row, 0]):
@@ -453,8 +455,8 @@ def _horizon_by_slot(batch: EngineBatchResult) -> dict[int, list[HorizonPoint]]:
             HorizonPoint(
                 ts=float(h.ts[row, j]),
                 forecast=float(h.mean[row, j]),
-                lower=float(h.mean[row, j] - Z95 * h.spread[row, j]),
-                upper=float(h.mean[row, j] + Z95 * h.spread[row, j]),
+                lower=float(h.mean[row, j] - widths[row, j]),
+                upper=float(h.mean[row, j] + widths[row, j]),
             )
             for j in range(h.ts.shape[1])
         ]

@@ -82,7 +82,9 @@ class HorizonPoint(msgspec.Struct, frozen=True, gc=False):
 class ForecastRecord(msgspec.Struct, frozen=True, gc=False):
     """The one-step-ahead forecast the model made for a point, and the point's score.
 
-    ``lower``/``upper`` bound a central 95 % interval of the forecast (± 1.96 spreads).
+    ``lower``/``upper`` bound a central 95 % interval of the forecast, its width learned per
+    series from the series' own errors so that it covers 95 % of its points
+    (:mod:`streamrnn.stages.interval`; ± 1.96 spreads until it has learned).
     ``forecast``, ``lower`` and ``upper`` are null for a series' first point.
     """
 

@@ -40,7 +40,7 @@ from streamrnn.engine.rollout import Horizon, rollout
 from streamrnn.engine.stepper import BatchStepper
 from streamrnn.forecast.gru import RecurrentForecaster
 from streamrnn.stage_timer import StageTimer
-from streamrnn.stages import blas, chain, features, schema
+from streamrnn.stages import blas, chain, features, interval, schema
 from streamrnn.stages.alert_rule import RuleParams
 from streamrnn.state.series_table import SeriesTable
 
@@ -73,6 +73,9 @@ class EngineBatchResult:
     value: FloatArray
     forecast: FloatArray
     spread: FloatArray
+    #: (N, len(LEVELS)) half-widths of the central forecast intervals of
+    #: :data:`streamrnn.stages.interval.LEVELS` (value units), learned per series.
+    half_width: FloatArray
     score: FloatArray
     severity: Int8Array
     #: The score where the alert rule was armed (could fire), else 0.
@@ -86,6 +89,9 @@ class EngineBatchResult:
     #: k-step forecasts after the batch, one row per slot in ``horizon_slots`` (if enabled).
     horizon: Horizon | None = None
     horizon_slots: IntArray | None = None
+    #: Half-widths (value units) of the 95 % intervals of ``horizon``: its spreads times
+    #: each series' learned 95 % width in spreads (:mod:`streamrnn.stages.interval`).
+    horizon_half_width: FloatArray | None = None
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -131,6 +137,7 @@ class Engine:
         )
         return (
             *features.COLUMNS,
+            *interval.COLUMNS,
             schema.Column("group", np.int64, (), len(self.groups) - 1),
             schema.Column("latest_ts", np.float64, (), -np.inf),
             *states,
@@ -323,6 +330,7 @@ class Engine:
             value=values,
             forecast=out.forecast,
             spread=out.spread,
+            half_width=out.half_width,
             score=out.score,
             severity=out.severity,
             armed_score=out.armed_score,
@@ -332,13 +340,23 @@ class Engine:
             message_slot=message_slot,
             horizon=horizon,
             horizon_slots=slots if horizon is not None else None,
+            horizon_half_width=None if horizon is None else self._horizon_widths(slots, horizon),
         )
+
+    def _horizon_widths(self, slots: IntArray, horizon: Horizon) -> FloatArray:
+        """95 % half-widths of ``horizon`` (value units): the rollout's spreads widened by
+        each series' learned 95 % interval width (in spreads) of its one-step forecasts."""
+        _, iv, _ = self._stepper.states()
+        at95 = interval.LEVELS.index(0.95)
+        per_spread = interval.GAUSSIAN_Z[at95] * np.exp(iv.log_ratio[slots, at95].astype(float))
+        widths: FloatArray = horizon.spread * per_spread[:, None]
+        return widths
 
     def _horizon(self, slots: IntArray, series_group: IntArray) -> Horizon:
         """k-step forecasts after the batch for ``slots`` (their states as stored now)."""
         k = len(slots)
         horizon = Horizon(*(np.full((k, self.horizon_points), np.nan) for _ in range(3)))
-        fs, _ = self._stepper.states()
+        fs, _, _ = self._stepper.states()
         for g in np.unique(series_group).tolist():
             rows = np.flatnonzero(series_group == g)
             model = self._stepper.model(g)
@@ -357,4 +375,7 @@ def _empty_result(
     f = np.zeros(0)
     i = np.zeros(0, dtype=np.int64)
     severity = np.zeros(0, dtype=np.int8)
-    return EngineBatchResult(i, i, f, f, f, f, f, severity, f, f, i, rejections, message_slot)
+    widths = np.zeros((0, len(interval.LEVELS)))
+    return EngineBatchResult(
+        i, i, f, f, f, f, widths, f, severity, f, f, i, rejections, message_slot
+    )

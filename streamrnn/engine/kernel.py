@@ -3,9 +3,9 @@
 A short composer of the per-point stages (:mod:`streamrnn.stages`), nothing of their
 arithmetic: for each point, :func:`~streamrnn.stages.features.point_features` →
 :func:`~streamrnn.stages.cell.decay_into` → the head
-(:mod:`~streamrnn.stages.head`) → :func:`~streamrnn.stages.residual.raw_score` →
-:func:`~streamrnn.stages.chain.score_point` → if the point is learned,
-:func:`~streamrnn.stages.features.learn_point` and the cell's
+(:mod:`~streamrnn.stages.head`) → :func:`~streamrnn.stages.residual.raw_score` → the interval
+(:mod:`~streamrnn.stages.interval`) → :func:`~streamrnn.stages.chain.score_point` → if
+the point is learned, :func:`~streamrnn.stages.features.learn_point` and the cell's
 :func:`~streamrnn.stages.cell.advance`.
 
 The series of a batch are independent, so they are split into work units ("chunks") of
@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from streamrnn.engine.workspace import Workspace
-from streamrnn.stages import cell, chain, features, head, residual
+from streamrnn.stages import cell, chain, features, head, interval, residual
 from streamrnn.stages.features import VALUE_LIMIT
 from streamrnn.stages.jit import composer, stage
 
@@ -56,10 +56,13 @@ class Model(NamedTuple):
 
 class StepOutput(NamedTuple):
     """Per point, aligned with the batch's ``ts``: forecast and spread (value units; NaN for
-    a series' first point), step scale, score, armed score, alert severity."""
+    a series' first point), the half-widths of its central intervals (N, len(LEVELS) of
+    :mod:`~streamrnn.stages.interval`, value units), step scale, score, armed score, alert
+    severity."""
 
     forecast: np.ndarray
     spread: np.ndarray
+    half_width: np.ndarray
     scale: np.ndarray
     score: np.ndarray
     armed_score: np.ndarray
@@ -81,6 +84,7 @@ def step_chunk(
     fs: features.FeatureState,
     fp: features.FeatureParams,
     model: Model,
+    iv: interval.IntervalState,
     cs: chain.ChainState,
     cp: chain.ChainParams,
     out: StepOutput,
@@ -128,7 +132,10 @@ def step_chunk(
                 seen, fs.last_value[s], ws.scale[a], delta, log_var
             )
             raw = residual.raw_score(v, forecast, spread, seen)
+            interval.half_widths(iv, s, spread, out.half_width[p])
             beyond = abs(batch.values[p]) > VALUE_LIMIT
+            if not beyond:  # an absurd value is as if it had not arrived
+                interval.learn(iv, s, raw)
             scored = chain.score_point(cs, cp, s, t, v, beyond, raw, seen)
             out.forecast[p] = forecast
             out.spread[p] = spread

@@ -25,7 +25,7 @@ from streamrnn.engine.kernel import Batch, Model, StepOutput, step_chunk
 from streamrnn.engine.workspace import Workspace, workspace
 from streamrnn.forecast.export import cell_weights, head_weights
 from streamrnn.forecast.gru import RecurrentForecaster
-from streamrnn.stages import chain, features, schema
+from streamrnn.stages import chain, features, interval, schema
 from streamrnn.state.series_table import SeriesTable
 
 
@@ -79,7 +79,9 @@ class BatchStepper:
         self._models: list[tuple[Any, Any, str]] = []
         #: The stages' state records over the table's columns, and the table generation
         #: they were bound at (the table reallocates its columns as it grows).
-        self._bound: tuple[int, features.FeatureState, chain.ChainState] | None = None
+        self._bound: (
+            tuple[int, features.FeatureState, interval.IntervalState, chain.ChainState] | None
+        ) = None
         #: Per (model group, worker): the kernel's scratch, grown to the largest unit seen.
         self._workspaces: dict[tuple[int, int], Workspace] = {}
         self._pool = (
@@ -95,15 +97,18 @@ class BatchStepper:
         ]
         self._workspaces.clear()
 
-    def states(self) -> tuple[features.FeatureState, chain.ChainState]:
-        """The feature and scoring state records over the table's live columns."""
+    def states(
+        self,
+    ) -> tuple[features.FeatureState, interval.IntervalState, chain.ChainState]:
+        """The feature, interval and scoring state records over the table's live columns."""
         if self._bound is None or self._bound[0] != self.table.generation:
             self._bound = (
                 self.table.generation,
                 schema.bind(features.FeatureState, self.table, features.COLUMNS),
+                schema.bind(interval.IntervalState, self.table, interval.COLUMNS),
                 chain.bind(self.chain_params, self.table),
             )
-        return self._bound[1], self._bound[2]
+        return self._bound[1], self._bound[2], self._bound[3]
 
     def model(self, g: int) -> Model:
         """Model group ``g``'s exported weights and its state column (as the table holds
@@ -141,6 +146,7 @@ class BatchStepper:
         out = StepOutput(
             forecast=np.empty(n),
             spread=np.empty(n),
+            half_width=np.empty((n, len(interval.LEVELS))),
             scale=np.empty(n),
             score=np.empty(n),
             armed_score=np.empty(n),
@@ -148,7 +154,7 @@ class BatchStepper:
         )
         ts = np.ascontiguousarray(ts, dtype=np.float64)
         values = np.ascontiguousarray(values, dtype=np.float64)
-        feature_state, chain_state = self.states()
+        feature_state, interval_state, chain_state = self.states()
         present = np.unique(groups) if len(groups) else np.zeros(1, dtype=np.int64)
         for g in present.tolist():
             rows = np.flatnonzero(groups == g) if len(present) > 1 else np.arange(len(slots))
@@ -161,8 +167,8 @@ class BatchStepper:
                 values=values,
             )
             args = (
-                batch, feature_state, self.feature_params, self.model(g), chain_state,
-                self.chain_params, out,
+                batch, feature_state, self.feature_params, self.model(g), interval_state,
+                chain_state, self.chain_params, out,
             )  # fmt: skip
             widest = int(np.diff(batch.chunks).max()) if len(batch.chunks) > 1 else 0
             self._run_units(g, widest, args, len(batch.chunks) - 1, n >= 2 * MIN_CHUNK_POINTS)

@@ -26,12 +26,14 @@ import pandas as pd
 from streamrnn.arrays import FloatArray, Int8Array
 from streamrnn.decode import DecodedMessage
 from streamrnn.engine.engine import Engine
+from streamrnn.stages.interval import LEVELS
 
 __all__ = ["ReplayedSeries", "discover_files", "replay_files"]
 
 
 #: Points per window message in the replay.
 WINDOW_POINTS = 256
+_AT_95 = LEVELS.index(0.95)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,8 @@ class ReplayedSeries:
     value: FloatArray
     forecast: FloatArray
     spread: FloatArray
+    #: Half-width of the series' calibrated central 95 % interval (value units).
+    half_width95: FloatArray
     score: FloatArray
     armed_score: FloatArray
     severity: Int8Array
@@ -105,6 +109,7 @@ def replay_files(
             arrays = out[name]
             arrays["forecast"][position] = result.forecast[mine]
             arrays["spread"][position] = result.spread[mine]
+            arrays["half_width95"][position] = result.half_width[mine, _AT_95]
             arrays["score"][position] = result.score[mine]
             arrays["armed_score"][position] = result.armed_score[mine]
             arrays["severity"][position] = result.severity[mine]
@@ -123,6 +128,7 @@ def replay_files(
                 value=parsed[name][1],
                 forecast=arrays["forecast"],
                 spread=arrays["spread"],
+                half_width95=arrays["half_width95"],
                 score=arrays["score"],
                 armed_score=arrays["armed_score"],
                 severity=arrays["severity"].astype(np.int8),
@@ -136,6 +142,7 @@ def _empty(n: int) -> dict[str, FloatArray]:
     return {
         "forecast": np.full(n, np.nan),
         "spread": np.full(n, np.nan),
+        "half_width95": np.full(n, np.nan),
         "score": np.zeros(n),
         "armed_score": np.zeros(n),
         "severity": np.zeros(n),

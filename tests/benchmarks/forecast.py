@@ -103,9 +103,12 @@ def evaluate_gru(
     }
     paths = engine_paths(model, corpus, origins, HORIZON_POINTS, normaliser_alpha)
     seconds = time.perf_counter() - started
-    forecasts = {series: f for series, (f, _) in one_step.items()}
-    spreads = {series: sd for series, (_, sd) in one_step.items()}
-    return scored_result(corpus_name, corpus, name, forecasts, spreads, paths, seconds, ours=True)
+    forecasts = {series: s.forecast for series, s in one_step.items()}
+    spreads = {series: s.spread for series, s in one_step.items()}
+    widths = {series: s.half_width for series, s in one_step.items()}
+    return scored_result(
+        corpus_name, corpus, name, forecasts, spreads, paths, seconds, ours=True, half_widths=widths
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +24,8 @@ from streamrnn.engine.engine import Engine, ModelGroup
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 from streamrnn.forecast.train import TrainConfig, TrainReport, train_model
 from streamrnn.stages.features import INPUT_SIZE, TIME_FEATURE_COUNT
-from tests.benchmarks.metrics import Paths
+from streamrnn.stages.interval import GAUSSIAN_Z, LEVELS
+from tests.benchmarks.metrics import INTERVAL_LEVELS, Paths
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -81,25 +83,37 @@ def engine_forecasts(model: RecurrentForecaster, corpus: Corpus) -> dict[str, Fl
     policy that holds anomalous points back would otherwise change the states being
     compared (it is evaluated by ``streamrnn evaluate`` instead).
     """
-    return {name: forecast for name, (forecast, _) in engine_one_step(model, corpus).items()}
+    return {name: one.forecast for name, one in engine_one_step(model, corpus).items()}
+
+
+class OneStep(NamedTuple):
+    """One series' one-step forecasts, per point: ``forecast`` and ``spread`` (value units)
+    and ``half_width`` (N, 3): the engine's calibrated 50/80/95 % interval half-widths."""
+
+    forecast: FloatArray
+    spread: FloatArray
+    half_width: FloatArray
 
 
 def engine_one_step(
     model: RecurrentForecaster, corpus: Corpus, normaliser_alpha: float | None = None
-) -> dict[str, tuple[FloatArray, FloatArray]]:
-    """Per series, (one-step forecast, spread) of every point, streamed as in
-    :func:`engine_forecasts` (whose forecasts these are).
+) -> dict[str, OneStep]:
+    """Per series, the one-step forecast, spread and interval half-widths of every point,
+    streamed as in :func:`engine_forecasts` (whose forecasts these are).
 
-    The spread is the engine's ``EngineBatchResult.spread``: the head's predicted sd of the
-    next change, ``step scale · exp(log_var / 2)`` (:mod:`streamrnn.stages.residual`), i.e.
-    the sd of the one-step forecast in value units (the model is trained with a Laplace or
-    Gaussian likelihood of that sd; the benchmark reads it as a Gaussian sd). NaN for a
-    series' first point. ``normaliser_alpha``: None for the settings' default (what
-    :func:`engine_forecasts` uses), else e.g. an artifact's own.
+    The spread is what the engine publishes as the forecast's Gaussian-equivalent sd: its
+    calibrated 95 % half-width / 1.96 (the head's ``step scale · exp(log_var / 2)``
+    widened or narrowed per series by :mod:`streamrnn.stages.interval`), so the CRPS is
+    that of the calibrated scale; the coverage uses the engine's own half-widths per level.
+    NaN for a series' first point. ``normaliser_alpha``: None for the settings' default
+    (what :func:`engine_forecasts` uses), else e.g. an artifact's own.
     """
+    assert LEVELS == INTERVAL_LEVELS, (LEVELS, INTERVAL_LEVELS)
     engine = _engine(model, len(corpus), normaliser_alpha, horizon_points=0)
     out = {
-        name: (np.full(len(ts), np.nan), np.full(len(ts), np.nan))
+        name: OneStep(
+            np.full(len(ts), np.nan), np.full(len(ts), np.nan), np.full((len(ts), 3), np.nan)
+        )
         for name, (ts, _) in corpus.items()
     }
     longest = max(len(ts) for ts, _ in corpus.values())
@@ -117,9 +131,11 @@ def engine_one_step(
         assert not result.rejections, result.rejections[:3]
         for i, name in enumerate(names):
             rows = result.message_index == i
-            forecast, spread = out[name]
-            forecast[start : start + int(rows.sum())] = result.forecast[rows]
-            spread[start : start + int(rows.sum())] = result.spread[rows]
+            span = slice(start, start + int(rows.sum()))
+            series = out[name]
+            series.forecast[span] = result.forecast[rows]
+            series.half_width[span] = result.half_width[rows]
+            series.spread[span] = result.half_width[rows, 2] / GAUSSIAN_Z[2]
     return out
 
 
@@ -139,7 +155,9 @@ def engine_paths(
     series' state. The rollout steps at the series' typical interval, so on irregular series
     step k is compared with the k-th next *point*, whatever its timestamp (the rollout's own
     ``ts`` are not used). Points after a series' last origin are not streamed. Spreads: the
-    rollout's, the root of the summed one-step variances (value units).
+    rollout's (the root of the summed one-step variances, value units) widened by the
+    series' learned 95 % interval ratio, as the engine publishes them: its 95 % half-width
+    / 1.96.
     """
     engine = _engine(model, len(corpus), normaliser_alpha, horizon_points=steps)
     bounds: dict[str, list[int]] = {}
@@ -183,7 +201,8 @@ def engine_paths(
                 continue
             h = row_of_slot[int(result.message_slot[i])]
             out[name].mean[r] = result.horizon.mean[h]
-            out[name].spread[r] = result.horizon.spread[h]
+            assert result.horizon_half_width is not None
+            out[name].spread[r] = result.horizon_half_width[h] / GAUSSIAN_Z[2]
     return out
 
 

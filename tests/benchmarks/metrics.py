@@ -129,21 +129,28 @@ def _usable(mean: np.ndarray, spread: np.ndarray, mask: np.ndarray) -> np.ndarra
 
 
 def interval_coverage(
-    mean: np.ndarray, spread: np.ndarray, values: np.ndarray, mask: np.ndarray, level: float
+    mean: np.ndarray,
+    spread: np.ndarray,
+    values: np.ndarray,
+    mask: np.ndarray,
+    level: float,
+    half_width: np.ndarray | None = None,
 ) -> float:
-    """Fraction of the ``mask`` points inside the central ``level`` Gaussian interval.
+    """Fraction of the ``mask`` points inside the central ``level`` interval.
 
-    The interval is ``mean ± z·spread`` with ``z = Φ⁻¹((1 + level) / 2)`` (spread: Gaussian
-    sd, value units); endpoints count as inside. Points without a finite mean and spread are
-    left out; NaN if none is left.
+    The interval is ``mean ± half_width`` when the forecaster gives its own half-widths
+    for this level (value units), else the Gaussian ``mean ± z·spread`` with
+    ``z = Φ⁻¹((1 + level) / 2)`` (spread: Gaussian sd, value units); endpoints count as
+    inside. Points without a finite mean and width are left out; NaN if none is left.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    keep = _usable(mean, spread, mask)
+    if half_width is None:
+        half_width = float(ndtri(0.5 * (1.0 + level))) * spread
+    keep = _usable(mean, half_width, mask)
     if not keep.any():
         return math.nan
-    z = float(ndtri(0.5 * (1.0 + level)))
-    inside = np.abs(values[keep] - mean[keep]) <= z * spread[keep]
+    inside = np.abs(values[keep] - mean[keep]) <= half_width[keep]
     return float(np.mean(inside))
 
 
@@ -208,11 +215,14 @@ def evaluate_series(
     values: np.ndarray,
     history_points: int,
     spread: np.ndarray | None = None,
+    half_widths: np.ndarray | None = None,
 ) -> SeriesScore:
     """Score ``forecast`` on the test part (points at and after ``history_points``).
 
     ``spread`` (optional, Gaussian sd per point, value units) adds the interval coverage and
-    CRPS; without it those fields are NaN.
+    CRPS; without it those fields are NaN. ``half_widths`` (optional, (N, len(
+    INTERVAL_LEVELS)), value units): the forecaster's own intervals, used for the coverage
+    instead of Gaussian ones from ``spread``.
     """
     if forecast.shape != values.shape:
         raise ValueError(f"{name}: forecast shape {forecast.shape} != values {values.shape}")
@@ -227,9 +237,14 @@ def evaluate_series(
         crps = mean_crps(forecast, spread, values, mask)
         probabilistic = {
             f"coverage_{round(100 * level)}": interval_coverage(
-                forecast, spread, values, mask, level
+                forecast,
+                spread,
+                values,
+                mask,
+                level,
+                None if half_widths is None else half_widths[:, i],
             )
-            for level in INTERVAL_LEVELS
+            for i, level in enumerate(INTERVAL_LEVELS)
         }
         probabilistic.update(crps=crps, crps_scaled=_scaled(crps, scale))
     return SeriesScore(
@@ -276,11 +291,13 @@ def evaluate_corpus(
     corpus: Mapping[str, tuple[np.ndarray, np.ndarray]],
     history_fraction: float = HISTORY_FRACTION,
     spreads: Mapping[str, np.ndarray] | None = None,
+    half_widths: Mapping[str, np.ndarray] | None = None,
 ) -> CorpusScore:
     """Score one forecaster on every series of ``corpus`` (``forecasts`` keyed by name).
 
     ``spreads`` (optional, keyed like ``forecasts``; Gaussian sd per point, value units)
-    adds the interval coverage and the scaled CRPS.
+    adds the interval coverage and the scaled CRPS; ``half_widths`` (optional) the
+    forecaster's own interval half-widths (see :func:`evaluate_series`).
     """
     missing = set(corpus) - set(forecasts)
     if missing:
@@ -292,6 +309,7 @@ def evaluate_corpus(
             values,
             history_points_for(len(values), history_fraction),
             None if spreads is None else spreads[name],
+            None if half_widths is None else half_widths[name],
         )
         for name, (_, values) in corpus.items()
     )

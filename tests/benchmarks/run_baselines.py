@@ -152,13 +152,15 @@ def scored_result(
     paths: Mapping[str, Paths],
     seconds: float,
     ours: bool = False,
+    half_widths: Mapping[str, np.ndarray] | None = None,
 ) -> Result:
-    """A :class:`Result` with one-step, interval and multi-horizon scores."""
+    """A :class:`Result` with one-step, interval and multi-horizon scores (``half_widths``:
+    the forecaster's own one-step intervals, see :func:`~.metrics.evaluate_series`)."""
     points = sum(len(values) for _, values in corpus.values())
     return Result(
         corpus_name,
         name,
-        evaluate_corpus(forecasts, corpus, spreads=spreads),
+        evaluate_corpus(forecasts, corpus, spreads=spreads, half_widths=half_widths),
         seconds,
         points,
         horizons=evaluate_paths(paths, corpus),
@@ -287,9 +289,10 @@ def print_corpus_tables(
     console.print(
         "MASE: test MAE / in-sample naive MAE of the history, per series; mean and median over "
         f"series. relMAE gm: geometric mean over series of MAE / {REFERENCE} MAE. cov: "
-        "fraction of test points inside the central Gaussian interval mean ± z·spread (mean "
-        "over series; nominal 0.50 / 0.80 / 0.95). CRPS/scale: Gaussian CRPS / the MASE scale "
-        "(= MASE for a point forecast; lower is better). Spreads: the GRU's predicted sd; "
+        "fraction of test points inside the central interval (mean over series; nominal "
+        "0.50 / 0.80 / 0.95): the GRU's own learned intervals, else Gaussian mean ± z·spread. "
+        "CRPS/scale: Gaussian CRPS / the MASE scale (= MASE for a point forecast; lower is "
+        "better). Spreads: the GRU's calibrated 95 % half-width / 1.96; "
         "AutoETS its own model sd; the other baselines the EW RMS (α = 0.01) of their own "
         "past one-step errors. * = our GRU; rank by mean MASE. runtime includes the "
         "multi-horizon paths."
@@ -352,7 +355,8 @@ def print_horizons(
         "value; seasonal naive: the value a whole number of seasons before the target; "
         "SNARIMAX: recursive; ETS: closed form); their spreads are the EW RMS of their own "
         "past h-step errors whose targets were observed (ETS: its model variance). The GRU "
-        "rows use the engine's k-step rollout (spread: summed one-step variances)."
+        "rows use the engine's k-step rollout (spread: summed one-step variances, times each "
+        "series' learned 95 % interval ratio)."
     )
 
 

@@ -63,6 +63,16 @@ def test_coverage_leaves_out_points_without_a_spread_and_respects_the_mask() -> 
     assert math.isnan(interval_coverage(mean, spread, values, np.zeros(4, bool), 0.95))
 
 
+def test_coverage_uses_a_forecasters_own_half_widths_over_its_spread() -> None:
+    mean = np.zeros(4)
+    spread = np.ones(4)  # Gaussian 95 %: ±1.96, all four inside
+    values = np.array([0.5, -0.9, 1.9, 0.0])
+    widths = np.array([1.0, 1.0, 1.0, np.nan])  # its own: two of the three usable inside
+    everything = np.ones(4, dtype=bool)
+    assert interval_coverage(mean, spread, values, everything, 0.95) == 1.0
+    assert interval_coverage(mean, spread, values, everything, 0.95, widths) == pytest.approx(2 / 3)
+
+
 @pytest.mark.parametrize(("mu", "sigma", "y"), [(0.0, 1.0, 0.0), (2.0, 0.5, 3.1), (-1e3, 40, 90)])
 def test_gaussian_crps_matches_the_integral_of_the_squared_cdf_difference(
     mu: float, sigma: float, y: float

@@ -12,7 +12,8 @@ from streamrnn.decode import DecodedMessage
 from streamrnn.engine.build import build_engine
 from streamrnn.metrics import DaemonMetrics
 from streamrnn.publisher import Publisher
-from streamrnn.records import Z95, ForecastRecord
+from streamrnn.records import ForecastRecord
+from streamrnn.stages.interval import LEVELS
 
 
 class Recorder:
@@ -23,6 +24,9 @@ class Recorder:
 
     def send_many(self, topic: str, keys: list[bytes], values: list[bytes]) -> None:
         self.records += [(topic, k, v) for k, v in zip(keys, values, strict=True)]
+
+
+AT_95 = LEVELS.index(0.95)
 
 
 def test_forecast_records_match_the_documented_record() -> None:
@@ -57,8 +61,8 @@ def test_forecast_records_match_the_documented_record() -> None:
             ts=float(batch.ts[i]),
             value=float(batch.value[i]),
             forecast=forecast if np.isfinite(forecast) else None,
-            lower=forecast - Z95 * float(batch.spread[i]) if np.isfinite(forecast) else None,
-            upper=forecast + Z95 * float(batch.spread[i]) if np.isfinite(forecast) else None,
+            lower=forecast - float(batch.half_width[i, AT_95]) if np.isfinite(forecast) else None,
+            upper=forecast + float(batch.half_width[i, AT_95]) if np.isfinite(forecast) else None,
             score=float(batch.score[i]),
             model_version=engine.groups[int(batch.group[i])].version,
             horizon=None,
