@@ -196,6 +196,7 @@ def test_probabilistic_baselines_are_causal_with_finite_spreads(name: str) -> No
 
 
 def test_autoets_one_step_path_is_its_one_step_forecast() -> None:
+    pytest.importorskip("statsmodels")  # the bench extra
     ts, values = next(iter(SMALL.values()))
     history = history_points_for(len(values))
     origins = path_origins(len(values), history, 7, 24)
