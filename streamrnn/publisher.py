@@ -49,7 +49,7 @@ from streamrnn.records import (
     iso_time,
 )
 from streamrnn.stages.alert_rule import RULE_NAME, SEVERITY_NAMES
-from streamrnn.stages.interval import LEVELS
+from streamrnn.stages.interval import AT_95
 
 __all__ = ["DEAD_LETTER_HEADROOM_BYTES", "Counts", "Publisher"]
 
@@ -370,7 +370,7 @@ class Publisher:
     ) -> list[ForecastRecord]:
         n = len(batch)
         forecast = batch.forecast
-        half_width = batch.half_width[:, LEVELS.index(0.95)]
+        half_width = batch.half_width[:, AT_95]
         versions = [g.version for g in self._engine.groups]
         version_of = (
             [versions[g] for g in batch.group.tolist()] if len(versions) > 1 else [versions[0]] * n

@@ -347,8 +347,7 @@ class Engine:
         """95 % half-widths of ``horizon`` (value units): the rollout's spreads widened by
         each series' learned 95 % interval width (in spreads) of its one-step forecasts."""
         _, iv, _ = self._stepper.states()
-        at95 = interval.LEVELS.index(0.95)
-        per_spread = interval.GAUSSIAN_Z[at95] * np.exp(iv.log_ratio[slots, at95].astype(float))
+        per_spread = interval.widths_per_spread(iv.log_ratio[slots])[:, interval.AT_95]
         widths: FloatArray = horizon.spread * per_spread[:, None]
         return widths
 

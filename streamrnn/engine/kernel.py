@@ -20,6 +20,7 @@ serves one model group (one set of weights); the engine calls it per group.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -132,10 +133,9 @@ def step_chunk(
                 seen, fs.last_value[s], ws.scale[a], delta, log_var
             )
             raw = residual.raw_score(v, forecast, spread, seen)
-            interval.half_widths(iv, s, spread, out.half_width[p])
             beyond = abs(batch.values[p]) > VALUE_LIMIT
-            if not beyond:  # an absurd value is as if it had not arrived
-                interval.learn(iv, s, raw)
+            # an absurd value is as if it had not arrived: the interval learns nothing
+            interval.step(iv, s, spread, math.nan if beyond else raw, out.half_width[p])
             scored = chain.score_point(cs, cp, s, t, v, beyond, raw, seen)
             out.forecast[p] = forecast
             out.spread[p] = spread

@@ -26,14 +26,13 @@ import pandas as pd
 from streamrnn.arrays import FloatArray, Int8Array
 from streamrnn.decode import DecodedMessage
 from streamrnn.engine.engine import Engine
-from streamrnn.stages.interval import LEVELS
+from streamrnn.stages.interval import AT_95
 
 __all__ = ["ReplayedSeries", "discover_files", "replay_files"]
 
 
 #: Points per window message in the replay.
 WINDOW_POINTS = 256
-_AT_95 = LEVELS.index(0.95)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +108,7 @@ def replay_files(
             arrays = out[name]
             arrays["forecast"][position] = result.forecast[mine]
             arrays["spread"][position] = result.spread[mine]
-            arrays["half_width95"][position] = result.half_width[mine, _AT_95]
+            arrays["half_width95"][position] = result.half_width[mine, AT_95]
             arrays["score"][position] = result.score[mine]
             arrays["armed_score"][position] = result.armed_score[mine]
             arrays["severity"][position] = result.severity[mine]

@@ -30,10 +30,23 @@ import numpy as np
 from streamrnn.stages import schema
 from streamrnn.stages.jit import stage
 
-__all__ = ["COLUMNS", "GAUSSIAN_Z", "LEVELS", "RATE", "IntervalState", "half_widths", "learn"]
+__all__ = [
+    "AT_95",
+    "COLUMNS",
+    "GAUSSIAN_Z",
+    "LEVELS",
+    "RATE",
+    "IntervalState",
+    "half_widths",
+    "learn",
+    "step",
+    "widths_per_spread",
+]
 
 #: Central coverage levels of the published intervals.
 LEVELS = (0.5, 0.8, 0.95)
+#: Where the 95 % level (the published ``lower``/``upper``) is in :data:`LEVELS`.
+AT_95 = LEVELS.index(0.95)
 #: The Gaussian half-widths of those levels, in standard deviations (the starting point).
 GAUSSIAN_Z = (0.6744897501960817, 1.2815515655446004, 1.959963984540054)
 #: Step of the log half-width per point (about 1 / RATE points to follow a change).
@@ -56,22 +69,37 @@ _MISS_RATE = np.array([1.0 - p for p in LEVELS])
 
 
 @stage
-def half_widths(st: IntervalState, s: int, spread: float, out: np.ndarray) -> None:
-    """Half-widths (value units) of the central intervals of :data:`LEVELS` around the
-    forecast of series ``s`` with ``spread`` (value units) into ``out`` (len(LEVELS));
-    NaN with no spread."""
+def step(st: IntervalState, s: int, spread: float, z: float, out: np.ndarray) -> None:
+    """The interval stage of one point of series ``s``: its half-widths (value units) for
+    ``spread`` (value units; NaN: none) into ``out`` (len(LEVELS)), then learn its
+    standardised error ``z`` (residual / spread; NaN: nothing to learn). One ``exp`` a level:
+    the widths the point is published with are the ones it is judged against."""
+    learnable = math.isfinite(z)
+    magnitude = abs(z)
     for i in range(len(LEVELS)):
-        out[i] = _Z[i] * math.exp(st.log_ratio[s, i]) * spread
+        log_ratio = st.log_ratio[s, i]
+        width = _Z[i] * math.exp(log_ratio)  # in spreads
+        out[i] = width * spread
+        if learnable:
+            miss = 1.0 if magnitude > width else 0.0
+            updated = log_ratio + RATE * (miss - _MISS_RATE[i])
+            st.log_ratio[s, i] = min(max(updated, -LOG_RATIO_LIMIT), LOG_RATIO_LIMIT)
+
+
+@stage
+def half_widths(st: IntervalState, s: int, spread: float, out: np.ndarray) -> None:
+    """:func:`step` without learning: the half-widths for ``spread`` into ``out``."""
+    step(st, s, spread, math.nan, out)
 
 
 @stage
 def learn(st: IntervalState, s: int, z: float) -> None:
-    """Learn one standardised error ``z`` (residual / spread; NaN: nothing to learn)."""
-    if not math.isfinite(z):
-        return
-    magnitude = abs(z)
-    for i in range(len(LEVELS)):
-        log_ratio = st.log_ratio[s, i]
-        miss = 1.0 if magnitude > _Z[i] * math.exp(log_ratio) else 0.0
-        updated = log_ratio + RATE * (miss - _MISS_RATE[i])
-        st.log_ratio[s, i] = min(max(updated, -LOG_RATIO_LIMIT), LOG_RATIO_LIMIT)
+    """:func:`step` without widths: learn one standardised error ``z``."""
+    step(st, s, math.nan, z, np.empty(len(LEVELS)))
+
+
+def widths_per_spread(log_ratio: np.ndarray) -> np.ndarray:
+    """:func:`step`'s half-widths in spreads for rows of learned ``log_ratio`` (..., len(
+    LEVELS)), vectorised (the engine's k-step intervals)."""
+    widths: np.ndarray = _Z * np.exp(log_ratio.astype(np.float64))
+    return widths

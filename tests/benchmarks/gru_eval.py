@@ -24,7 +24,7 @@ from streamrnn.engine.engine import Engine, ModelGroup
 from streamrnn.forecast.gru import ModelSpec, RecurrentForecaster
 from streamrnn.forecast.train import TrainConfig, TrainReport, train_model
 from streamrnn.stages.features import INPUT_SIZE, TIME_FEATURE_COUNT
-from streamrnn.stages.interval import GAUSSIAN_Z, LEVELS
+from streamrnn.stages.interval import AT_95, GAUSSIAN_Z, LEVELS
 from tests.benchmarks.metrics import INTERVAL_LEVELS, Paths
 
 FloatArray = npt.NDArray[np.float64]
@@ -135,7 +135,7 @@ def engine_one_step(
             series = out[name]
             series.forecast[span] = result.forecast[rows]
             series.half_width[span] = result.half_width[rows]
-            series.spread[span] = result.half_width[rows, 2] / GAUSSIAN_Z[2]
+            series.spread[span] = result.half_width[rows, AT_95] / GAUSSIAN_Z[AT_95]
     return out
 
 
@@ -202,7 +202,7 @@ def engine_paths(
             h = row_of_slot[int(result.message_slot[i])]
             out[name].mean[r] = result.horizon.mean[h]
             assert result.horizon_half_width is not None
-            out[name].spread[r] = result.horizon_half_width[h] / GAUSSIAN_Z[2]
+            out[name].spread[r] = result.horizon_half_width[h] / GAUSSIAN_Z[AT_95]
     return out
 
 
